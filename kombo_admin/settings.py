@@ -1,0 +1,206 @@
+"""Settings of the Kombo package publisher, all from the environment (django-environ, 12-factor).
+
+Every name read here is listed, with its default, in `.env.example` and in the README's table.
+Defaults give a working machine with nothing installed: SQLite and Celery's filesystem broker under
+`var/`. Production sets DATABASE_URL, CELERY_BROKER_URL, KOMBO_API_KEY and the DJANGO_* names.
+"""
+import ipaddress
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(BASE_DIR / ".env")
+VAR_DIR = Path(env.str("APP_VAR_DIR", default=str(BASE_DIR / "var")))
+
+# --- Django core -----------------------------------------------------------------------------
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set. Set it to a long random string "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(50))'), "
+            "or set DJANGO_DEBUG=true for a local development run."
+        )
+    SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = env.list(
+    "DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"] if DEBUG else []
+)
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+ADMIN_URL = env.str("DJANGO_ADMIN_URL", default="admin/").strip("/") + "/"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "packages_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "kombo_admin.urls"
+WSGI_APPLICATION = "kombo_admin.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web server, the worker and beat share one file: wait for a lock instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("DJANGO_TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env.str("DJANGO_STATIC_ROOT", default=str(VAR_DIR / "static"))
+
+# --- Security (production defaults when DEBUG is off) ------------------------------------------
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=not DEBUG)
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+X_FRAME_OPTIONS = "DENY"
+
+# --- Kombo -------------------------------------------------------------------------------------
+KOMBO_REGION_URLS = {
+    "EU": "https://api.kombo.dev/v1",
+    "US": "https://api.us.kombo.dev/v1",
+}
+# The key is read from the environment only and never stored, logged or rendered.
+KOMBO_API_KEY = env.str("KOMBO_API_KEY", default="")
+# Overrides the region's base URL for every integration (a sandbox, a test server).
+KOMBO_API_URL = env.str("KOMBO_API_URL", default="").rstrip("/")
+KOMBO_CONNECT_TIMEOUT = env.float("KOMBO_CONNECT_TIMEOUT", default=5.0)
+KOMBO_READ_TIMEOUT = env.float("KOMBO_READ_TIMEOUT", default=30.0)
+KOMBO_MAX_ATTEMPTS = env.int("KOMBO_MAX_ATTEMPTS", default=8)
+KOMBO_RETRY_BASE_SECONDS = env.float("KOMBO_RETRY_BASE_SECONDS", default=2.0)
+KOMBO_RETRY_MAX_WAIT_SECONDS = env.float("KOMBO_RETRY_MAX_WAIT_SECONDS", default=300.0)
+KOMBO_SYNC_PENDING_RETRY_SECONDS = env.float("KOMBO_SYNC_PENDING_RETRY_SECONDS", default=900.0)
+KOMBO_SYNC_PENDING_MAX_SECONDS = env.float("KOMBO_SYNC_PENDING_MAX_SECONDS", default=86400.0)
+KOMBO_STUCK_QUEUED_SECONDS = env.float("KOMBO_STUCK_QUEUED_SECONDS", default=120.0)
+KOMBO_SWEEP_INTERVAL_SECONDS = env.float("KOMBO_SWEEP_INTERVAL_SECONDS", default=30.0)
+# Removing more packages than this in one publish needs an explicit tick (half or more always does).
+KOMBO_REMOVAL_CONFIRMATION_THRESHOLD = env.int("KOMBO_REMOVAL_CONFIRMATION_THRESHOLD", default=10)
+
+
+def _check_kombo_url(url, setting):
+    """Refuse to send the key over plain http, except to a loopback sandbox."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if parts.scheme == "https" and host:
+        return
+    if parts.scheme == "http" and loopback:
+        return
+    raise ImproperlyConfigured(
+        f"{setting}={url!r} is not allowed: the Kombo base URL must use https "
+        "(plain http only for a loopback host such as 127.0.0.1)."
+    )
+
+
+if KOMBO_API_URL:
+    _check_kombo_url(KOMBO_API_URL, "KOMBO_API_URL")
+
+# --- Celery ------------------------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    # The embedded broker: messages are files in one folder shared by producer and consumer.
+    _broker_dir = Path(env.str("CELERY_FILESYSTEM_BROKER_DIR", default=str(VAR_DIR / "broker")))
+    _broker_dir.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "polling_interval": 0.1,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # A message not acknowledged within this time is delivered again; tasks are limited
+        # well below it (CELERY_TASK_TIME_LIMIT) so a slow task is never run twice by accident.
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+    }
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# One PUT may take connect + read timeout; the time limit leaves room for the database work.
+CELERY_TASK_SOFT_TIME_LIMIT = int(KOMBO_CONNECT_TIMEOUT + KOMBO_READ_TIMEOUT + 30)
+CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 15
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stuck-publications": {
+        "task": "packages_app.tasks.sweep_publications",
+        "schedule": KOMBO_SWEEP_INTERVAL_SECONDS,
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# --- Logging -----------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        # requests/urllib3 debug lines would include request headers: keep them quiet.
+        "urllib3": {"level": "WARNING"},
+    },
+}
+
+VAR_DIR.mkdir(parents=True, exist_ok=True)

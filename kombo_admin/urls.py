@@ -1,0 +1,14 @@
+"""Top-level URLs: the admin is the product."""
+from django.conf import settings
+from django.contrib import admin
+from django.urls import path
+from django.views.generic import RedirectView
+
+admin.site.site_header = "Kombo package publisher"
+admin.site.site_title = "Kombo package publisher"
+admin.site.index_title = "Catalogue and publishing"
+
+urlpatterns = [
+    path(settings.ADMIN_URL, admin.site.urls),
+    path("", RedirectView.as_view(url="/" + settings.ADMIN_URL, permanent=False)),
+]

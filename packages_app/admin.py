@@ -1,0 +1,370 @@
+"""The admin: catalogue, integrations, the publish confirmation page and the read-only ledger.
+
+No business logic here: every change goes through `services`, every preview through `selectors`.
+"""
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+
+from . import selectors, services
+from .models import (
+    AssessmentPackage,
+    Integration,
+    Publication,
+    PublicationAttempt,
+    SyncStatus,
+)
+
+PUBLISH_PERMISSION = "packages_app.publish_integration"
+
+SYNC_BADGE_COLOURS = {
+    SyncStatus.NEVER_PUBLISHED: "#666",
+    SyncStatus.IN_SYNC: "#1b7f3b",
+    SyncStatus.CHANGED: "#b26a00",
+    SyncStatus.PUBLISHING: "#1f5fa8",
+    SyncStatus.FAILED: "#b00020",
+}
+STATUS_BADGE_COLOURS = {
+    Publication.Status.QUEUED: "#1f5fa8",
+    Publication.Status.SENDING: "#1f5fa8",
+    Publication.Status.RETRYING: "#b26a00",
+    Publication.Status.WAITING: "#b26a00",
+    Publication.Status.SUCCEEDED: "#1b7f3b",
+    Publication.Status.FAILED: "#b00020",
+    Publication.Status.SUPERSEDED: "#666",
+}
+
+
+def badge(text, colour, css_class=""):
+    return format_html(
+        '<span class="kombo-badge {}" style="display:inline-block;padding:1px 8px;border-radius:9px;'
+        'color:#fff;background:{};font-size:11px;white-space:nowrap">{}</span>',
+        css_class, colour, text,
+    )
+
+
+def publication_status_text(publication):
+    """"retrying: attempt 3 of 8, next try at 16:32:10 UTC" and the like."""
+    from django.conf import settings
+
+    status = publication.status
+    if status == Publication.Status.RETRYING and publication.next_attempt_at:
+        when = timezone.localtime(publication.next_attempt_at).strftime("%H:%M:%S %Z")
+        return (f"Retrying: attempt {publication.attempts + 1} of {settings.KOMBO_MAX_ATTEMPTS}, "
+                f"next try at {when}")
+    if status == Publication.Status.WAITING and publication.next_attempt_at:
+        when = timezone.localtime(publication.next_attempt_at).strftime("%Y-%m-%d %H:%M %Z")
+        return f"Waiting for the customer's first sync; next try at {when}"
+    if status == Publication.Status.SENDING:
+        return f"Sending (attempt {publication.attempts})"
+    return publication.get_status_display()
+
+
+def publication_badge(publication):
+    return badge(publication_status_text(publication), STATUS_BADGE_COLOURS[publication.status],
+                 f"status-{publication.status}")
+
+
+# --- catalogue ------------------------------------------------------------------------------
+
+@admin.register(AssessmentPackage)
+class AssessmentPackageAdmin(admin.ModelAdmin):
+    list_display = ("package_id", "name", "type", "offered_by", "updated_at")
+    list_display_links = ("package_id", "name")
+    list_filter = ("type",)
+    search_fields = ("package_id", "name", "description")
+    readonly_fields = ("integrations_offering", "created_at", "updated_at")
+    fields = ("package_id", "type", "name", "description", "integrations_offering",
+              "created_at", "updated_at")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(integration_count=Count("integrations"))
+
+    @admin.display(description="offered by", ordering="integration_count")
+    def offered_by(self, obj):
+        count = obj.integration_count
+        return f"{count} integration{'s' if count != 1 else ''}"
+
+    @admin.display(description="offered by")
+    def integrations_offering(self, obj):
+        if not obj.pk:
+            return "—"
+        integrations = obj.integrations.order_by("name")
+        if not integrations:
+            return "No integration offers this package yet."
+        return format_html_join(
+            ", ", '<a href="{}">{}</a>',
+            ((reverse("admin:packages_app_integration_change", args=[i.pk]), str(i))
+             for i in integrations),
+        )
+
+
+# --- integrations ---------------------------------------------------------------------------
+
+class SyncStatusFilter(admin.SimpleListFilter):
+    title = "sync status"
+    parameter_name = "sync"
+
+    def lookups(self, request, model_admin):
+        return SyncStatus.choices
+
+    def queryset(self, request, queryset):
+        if self.value() not in SyncStatus.values:
+            return queryset
+        matching = [i.pk for i in queryset.with_sync_state() if i.sync_status == self.value()]
+        return queryset.filter(pk__in=matching)
+
+
+@admin.register(Integration)
+class IntegrationAdmin(admin.ModelAdmin):
+    list_display = ("name", "kombo_integration_id", "region", "is_active", "package_total",
+                    "sync_status_badge", "last_published")
+    list_filter = (SyncStatusFilter, "region", "is_active")
+    search_fields = ("name", "kombo_integration_id")
+    filter_horizontal = ("packages",)
+    actions = ("publish_selected",)
+    fieldsets = (
+        (None, {"fields": ("name", "kombo_integration_id", "region", "is_active")}),
+        ("Packages offered", {"fields": ("packages",)}),
+    )
+    change_form_template = "admin/packages_app/integration/change_form.html"
+    change_list_template = "admin/packages_app/integration/change_list.html"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).with_sync_state()
+
+    @admin.display(description="packages")
+    def package_total(self, obj):
+        return len(obj.packages.all())  # prefetched by with_sync_state()
+
+    @admin.display(description="sync status")
+    def sync_status_badge(self, obj):
+        status = SyncStatus(obj.sync_status)
+        return badge(status.label, SYNC_BADGE_COLOURS[status], f"sync-{status.value}")
+
+    @admin.display(description="last published", ordering="last_published_at")
+    def last_published(self, obj):
+        return obj.last_published_at or "—"
+
+    # Publishing ---------------------------------------------------------------------------
+    def has_publish_permission(self, request):
+        return request.user.has_perm(PUBLISH_PERMISSION)
+
+    @admin.action(description="Publish selected integrations to Kombo…", permissions=["publish"])
+    def publish_selected(self, request, queryset):
+        ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
+        return HttpResponseRedirect(
+            reverse("admin:packages_app_integration_publish") + "?" + urlencode({"ids": ids})
+        )
+
+    def get_urls(self):
+        return [
+            path("publish/", self.admin_site.admin_view(self.publish_view),
+                 name="packages_app_integration_publish"),
+        ] + super().get_urls()
+
+    def publish_view(self, request):
+        """GET: what publishing would change. POST (post=yes): create the publications."""
+        if not self.has_publish_permission(request):
+            raise PermissionDenied
+        source = request.POST if request.method == "POST" else request.GET
+        if source.get("out_of_sync"):
+            queryset = selectors.out_of_sync_integrations()
+        else:
+            ids = [int(i) for i in source.get("ids", "").split(",") if i.strip().isdigit()]
+            queryset = Integration.objects.filter(pk__in=ids)
+        previews = selectors.integrations_preview(queryset)
+        changelist_url = reverse("admin:packages_app_integration_changelist")
+        if not previews:
+            self.message_user(request, "No integrations to publish.", messages.WARNING)
+            return HttpResponseRedirect(changelist_url)
+
+        errors = []
+        if request.method == "POST" and request.POST.get("post") == "yes":
+            response = self._publish_confirmed(request, previews, errors)
+            if response is not None:
+                return response
+            previews = selectors.integrations_preview(queryset)  # fresh diff after a refusal
+
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Publish to Kombo",
+            "opts": self.model._meta,
+            "previews": previews,
+            "errors": errors,
+            "ids": ",".join(str(p.integration.pk) for p in previews),
+            "out_of_sync": bool(source.get("out_of_sync")),
+            "publish_anyway": request.POST.get("publish_anyway") == "on",
+            "removal_total": sum(len(p.diff.removed) for p in self._risky(previews)),
+            "needs_removal_confirmation": bool(self._risky(previews)),
+            "any_in_sync": any(p.in_sync and not p.paused for p in previews),
+            "api_key_status": services.api_key_status(),
+        }
+        return TemplateResponse(request, "admin/packages_app/integration/publish_confirmation.html", context)
+
+    @staticmethod
+    def _risky(previews):
+        """Previews whose publish removes many packages or sends an empty list."""
+        return [p for p in previews
+                if p.needs_removal_confirmation and not p.paused and not p.in_sync]
+
+    def _publish_confirmed(self, request, previews, errors):
+        publish_anyway = request.POST.get("publish_anyway") == "on"
+        chosen = [p for p in previews if not p.paused and (publish_anyway or not p.in_sync)]
+        if not chosen:
+            self.message_user(request, "Nothing to publish: every selected integration is in sync "
+                              "or paused. Tick “publish anyway” to send them again.", messages.WARNING)
+            return HttpResponseRedirect(reverse("admin:packages_app_integration_changelist"))
+        risky = self._risky(chosen)
+        removal_total = sum(len(p.diff.removed) for p in risky)
+        if risky and request.POST.get("confirm_removals") != str(removal_total):
+            errors.append(
+                f"Tick the box to confirm that Kombo will mark {removal_total} package(s) deleted "
+                f"(or send an empty list) for {len(risky)} integration(s)."
+            )
+            return None
+        expected = {}
+        for p in chosen:
+            value = request.POST.get(f"sha256-{p.integration.pk}")
+            expected[p.integration.pk] = value
+        try:
+            publications = services.publications_create(
+                integrations=[p.integration for p in chosen], requested_by=request.user,
+                expected_sha256=expected,
+            )
+        except services.CatalogueChanged as exc:
+            errors.append(f"{exc} Nothing was published. Read the new changes below and confirm again.")
+            return None
+        except services.IntegrationPaused as exc:
+            errors.append(f"{exc} Nothing was published.")
+            return None
+
+        count = len(publications)
+        skipped = len(previews) - count
+        text = f"Queued {count} publication{'s' if count != 1 else ''} to Kombo."
+        if skipped:
+            text += f" Skipped {skipped} integration{'s' if skipped != 1 else ''} (in sync or paused)."
+        self.message_user(request, text, messages.SUCCESS)
+        not_queued = [p for p in publications if p.enqueued is False]
+        if not_queued:
+            self.message_user(
+                request,
+                f"The task queue is unreachable right now: {len(not_queued)} publication(s) are saved "
+                "and will be sent automatically as soon as it is back. No need to publish again.",
+                messages.WARNING,
+            )
+        if count == 1:
+            return HttpResponseRedirect(
+                reverse("admin:packages_app_publication_change", args=[publications[0].pk])
+            )
+        return HttpResponseRedirect(reverse("admin:packages_app_integration_changelist"))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "can_publish": self.has_publish_permission(request),
+            "recent_publications": Publication.objects.filter(integration_id=object_id)
+            .select_related("requested_by")[:20] if object_id and str(object_id).isdigit() else [],
+            "api_key_status": services.api_key_status(),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+# --- the ledger -----------------------------------------------------------------------------
+
+class PublicationAttemptInline(admin.TabularInline):
+    model = PublicationAttempt
+    extra = 0
+    can_delete = False
+    fields = ("number", "started_at", "finished_at", "http_status", "error_code", "outcome",
+              "message", "wait_seconds")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Publication)
+class PublicationAdmin(admin.ModelAdmin):
+    list_display = ("id", "integration", "status_badge", "requested_at", "requested_by",
+                    "package_count", "attempts", "http_status", "error_code", "warning_count")
+    list_display_links = ("id", "status_badge")
+    list_filter = ("status", "requested_at")
+    search_fields = ("integration__name", "integration__kombo_integration_id", "error_code",
+                     "error_message")
+    list_select_related = ("integration", "requested_by")
+    date_hierarchy = "requested_at"
+    inlines = (PublicationAttemptInline,)
+    fieldsets = (
+        (None, {"fields": ("integration", "status_badge", "failure_reason", "requested_by",
+                           "requested_at")}),
+        ("Kombo's answer", {"fields": ("http_status", "warnings_list", "error_code", "error_title",
+                                       "error_message", "log_link", "rate_limit_headers",
+                                       "response_body")}),
+        ("What was sent", {"fields": ("package_count", "body_sha256", "pretty_body")}),
+        ("Timing", {"fields": ("attempts", "enqueued_at", "next_attempt_at", "started_at",
+                               "finished_at")}),
+    )
+    readonly_fields = ("integration", "status_badge", "failure_reason", "requested_by",
+                       "requested_at", "http_status", "warnings_list", "error_code", "error_title",
+                       "error_message", "log_link", "rate_limit_headers", "response_body",
+                       "package_count", "body_sha256", "pretty_body", "attempts", "enqueued_at",
+                       "next_attempt_at", "started_at", "finished_at")
+    change_form_template = "admin/packages_app/publication/change_form.html"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        return publication_badge(obj)
+
+    @admin.display(description="warnings")
+    def warning_count(self, obj):
+        return len(obj.warnings or [])
+
+    @admin.display(description="warnings")
+    def warnings_list(self, obj):
+        if not obj.warnings:
+            return "None"
+        return format_html(
+            '<ul class="kombo-warnings">{}</ul>',
+            format_html_join("", '<li style="color:#8a5300">{}</li>', ((w,) for w in obj.warnings)),
+        )
+
+    @admin.display(description="Kombo log")
+    def log_link(self, obj):
+        if not obj.error_log_url:
+            return "—"
+        return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>',
+                           obj.error_log_url, obj.error_log_url)
+
+    @admin.display(description="body")
+    def pretty_body(self, obj):
+        import json
+
+        return format_html("<pre style='max-height:30em;overflow:auto'>{}</pre>",
+                           json.dumps(obj.body_dict(), indent=2, ensure_ascii=False))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "can_publish": request.user.has_perm(PUBLISH_PERMISSION),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+

@@ -1,0 +1,286 @@
+"""HTTP client for Kombo's assessment-packages API, and the classification of its answers.
+
+It knows HTTP and Kombo's contract (`set-packages.md`, `NOTES.md`) and nothing else: no Django, no
+database, no retries. Every answer that is not a success becomes a `KomboError` whose `kind` says
+what to do next (retry soon, wait for the customer's first sync, or stop and tell staff).
+"""
+import email.utils
+import enum
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import requests
+
+LIMIT_HEADERS = (
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+    "concurrency-limit",
+    "concurrency-remaining",
+    "retry-after",
+)
+
+
+class ErrorKind(enum.Enum):
+    TRANSIENT = "transient"            # retry with backoff
+    SYNC_PENDING = "sync_pending"      # clears by itself in hours: retry slowly
+    PERMANENT = "permanent"            # a person must act; do not retry
+    NO_AUTO_RETRY = "no_auto_retry"    # Kombo advises no automatic retry: fail, offer re-publish
+
+
+TRANSIENT_CODES = {
+    "PLATFORM.RATE_LIMIT_EXCEEDED",
+    "PLATFORM.CONCURRENCY_LIMIT_EXCEEDED",
+    "REMOTE.RATE_LIMIT_EXCEEDED",
+    "REMOTE.SERVICE_UNAVAILABLE",
+}
+NO_AUTO_RETRY_CODES = {
+    "PLATFORM.UNKNOWN_ERROR",
+    "REMOTE.UNKNOWN_HTTP_ERROR",
+    "PLATFORM.TASK_TIMED_OUT",
+}
+PERMANENT_CODES = {
+    "PLATFORM.INPUT_INVALID",
+    "REMOTE.INPUT_INVALID",
+    "PLATFORM.AUTHENTICATION_INVALID",
+    "PLATFORM.IP_NOT_WHITELISTED",
+    "PLATFORM.INTEGRATION_NOT_FOUND",
+}
+SYNC_PENDING_CODE = "INTEGRATION.SETUP_SYNC_PENDING"
+TRANSIENT_HTTP_STATUSES = {429, 502, 503, 504}
+
+# How much longer than the normal backoff a kind of transient error should wait (NOTES.md).
+BACKOFF_BASE_OVERRIDES = {
+    "PLATFORM.CONCURRENCY_LIMIT_EXCEEDED": 1.0,   # "back off from about 1 s"
+}
+LONGER_BACKOFF_CODES = {"REMOTE.RATE_LIMIT_EXCEEDED", "REMOTE.SERVICE_UNAVAILABLE"}
+
+
+def classify(code, http_status):
+    """What to do with an error: by `error.code`, falling back to the HTTP status."""
+    if code == SYNC_PENDING_CODE:
+        return ErrorKind.SYNC_PENDING
+    if code in TRANSIENT_CODES:
+        return ErrorKind.TRANSIENT
+    if code in NO_AUTO_RETRY_CODES:
+        return ErrorKind.NO_AUTO_RETRY
+    if code in PERMANENT_CODES or (code or "").startswith("INTEGRATION."):
+        return ErrorKind.PERMANENT
+    # code null, or a code Kombo added after this was written.
+    if http_status is None or http_status in TRANSIENT_HTTP_STATUSES:
+        return ErrorKind.TRANSIENT
+    return ErrorKind.PERMANENT
+
+
+@dataclass
+class KomboSuccess:
+    http_status: int
+    warnings: list
+    body_text: str
+    limit_headers: dict
+    elapsed: float
+
+
+@dataclass
+class KomboError(Exception):
+    kind: ErrorKind
+    reason: str                       # plain words for staff and logs; never holds the key
+    http_status: int | None = None
+    code: str | None = None
+    title: str | None = None
+    message: str | None = None
+    log_url: str | None = None
+    body_text: str = ""
+    limit_headers: dict = field(default_factory=dict)
+    retry_after: float | None = None  # seconds Kombo asked us to wait (Retry-After / ratelimit-reset)
+    elapsed: float = 0.0
+
+    def __str__(self):
+        return self.reason
+
+
+def parse_retry_after(value, now=None):
+    """Seconds from a Retry-After header: delta-seconds or an HTTP date. None if unusable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+def _limit_headers(response):
+    return {name: response.headers[name] for name in LIMIT_HEADERS if name in response.headers}
+
+
+def _retry_after(response):
+    seconds = parse_retry_after(response.headers.get("retry-after"))
+    if seconds is None and response.status_code == 429:
+        seconds = parse_retry_after(response.headers.get("ratelimit-reset"))
+    return seconds
+
+
+def _text_excerpt(text, limit=300):
+    """A short, tag-free excerpt of a non-JSON body (an HTML error page), for the stored reason."""
+    plain = re.sub(r"<[^>]+>", " ", text or "")
+    plain = re.sub(r"\s+", " ", plain).strip()
+    return plain[:limit] + ("…" if len(plain) > limit else "")
+
+
+class KomboClient:
+    """One method per Kombo call. Reuse one instance (and its connection pool) per process."""
+
+    def __init__(self, *, api_key, connect_timeout=5.0, read_timeout=30.0, session=None):
+        self._api_key = api_key
+        self.timeout = (connect_timeout, read_timeout)
+        self.session = session or requests.Session()
+
+    def __repr__(self):
+        return f"<KomboClient timeout={self.timeout}>"  # never the key
+
+    def _headers(self, integration_id):
+        return {
+            "Authorization": f"Bearer {self._api_key}",
+            "X-Integration-Id": integration_id,
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+
+    def _send(self, method, url, integration_id, data=None):
+        started = time.monotonic()
+        try:
+            response = self.session.request(
+                method, url, data=data, headers=self._headers(integration_id), timeout=self.timeout
+            )
+        except requests.exceptions.ConnectTimeout:
+            raise KomboError(
+                ErrorKind.TRANSIENT,
+                f"Could not connect to Kombo within {self.timeout[0]:g} s.",
+                elapsed=time.monotonic() - started,
+            ) from None
+        except requests.exceptions.ReadTimeout:
+            raise KomboError(
+                ErrorKind.TRANSIENT,
+                f"Kombo did not answer within {self.timeout[1]:g} s (read timeout).",
+                elapsed=time.monotonic() - started,
+            ) from None
+        except requests.exceptions.ConnectionError as exc:
+            raise KomboError(
+                ErrorKind.TRANSIENT,
+                f"Connection to Kombo failed: {type(exc).__name__}: {_connection_error_text(exc)}",
+                elapsed=time.monotonic() - started,
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            raise KomboError(
+                ErrorKind.TRANSIENT,
+                f"Request to Kombo failed: {type(exc).__name__}.",
+                elapsed=time.monotonic() - started,
+            ) from None
+        return response, time.monotonic() - started
+
+    def set_packages(self, *, base_url, integration_id, body: bytes) -> KomboSuccess:
+        """PUT the whole package list of one integration. Raises KomboError unless it succeeded."""
+        response, elapsed = self._send(
+            "PUT", f"{base_url}/assessment/packages", integration_id, data=body
+        )
+        payload = _decode(response, elapsed)
+        warnings = payload.get("warnings") or []
+        return KomboSuccess(
+            http_status=response.status_code,
+            warnings=[_warning_text(w) for w in warnings],
+            body_text=response.text,
+            limit_headers=_limit_headers(response),
+            elapsed=elapsed,
+        )
+
+    def get_packages(self, *, base_url, integration_id) -> list:
+        """GET the packages Kombo has now (for a drift check). `type`/`updated_at` may be null."""
+        response, elapsed = self._send("GET", f"{base_url}/assessment/packages", integration_id)
+        payload = _decode(response, elapsed)
+        data = payload.get("data") or {}
+        packages = data.get("packages")
+        if not isinstance(packages, list):
+            raise KomboError(
+                ErrorKind.TRANSIENT, "Kombo's answer has no package list.",
+                http_status=response.status_code, body_text=response.text, elapsed=elapsed,
+            )
+        return packages
+
+
+def _connection_error_text(exc):
+    # requests nests urllib3's reason; the innermost text is the useful one ("Connection refused").
+    text = str(exc)
+    match = re.search(r"(Connection refused|Connection reset by peer|Connection aborted|"
+                      r"Remote end closed connection without response|Name or service not known)", text)
+    return match.group(1) if match else text[:200]
+
+
+def _warning_text(warning):
+    if isinstance(warning, dict):
+        return str(warning.get("message", ""))
+    return str(warning)
+
+
+def _decode(response, elapsed):
+    """The JSON payload of a successful answer, or a classified KomboError."""
+    status = response.status_code
+    headers = _limit_headers(response)
+    text = response.text
+    try:
+        payload = response.json() if text.strip() else None
+    except ValueError:
+        payload = None
+    parsed = isinstance(payload, dict)
+
+    if 200 <= status < 300 and parsed and payload.get("status") == "success":
+        return payload
+
+    error = payload.get("error") if parsed and isinstance(payload.get("error"), dict) else None
+    if error is not None:
+        code = error.get("code") or None
+        kind = classify(code, status)
+        message = str(error.get("message") or "")
+        reason = f"Kombo answered HTTP {status}" + (f" {code}" if code else " (no error code)")
+        reason += f": {message}" if message else "."
+        return _raise(KomboError(
+            kind, reason, http_status=status, code=code, title=error.get("title"),
+            message=message, log_url=error.get("log_url"), body_text=text,
+            limit_headers=headers, retry_after=_retry_after(response), elapsed=elapsed,
+        ))
+
+    if 200 <= status < 300:
+        # Kombo may well have applied the list, but we cannot tell: a PUT of the full set is
+        # idempotent, so sending it again is the safe way to find out.
+        what = "an empty body" if not text.strip() else "a body that is not Kombo's JSON"
+        return _raise(KomboError(
+            ErrorKind.TRANSIENT, f"Kombo answered HTTP {status} with {what}.",
+            http_status=status, body_text=text, limit_headers=headers, elapsed=elapsed,
+        ))
+
+    kind = classify(None, status)
+    if not text.strip():
+        reason = f"Kombo answered HTTP {status} with an empty body."
+    elif not parsed:
+        reason = f"Kombo answered HTTP {status} with a non-JSON body: {_text_excerpt(text)}"
+    else:
+        reason = f"Kombo answered HTTP {status} without an error object."
+    return _raise(KomboError(
+        kind, reason, http_status=status, body_text=text, limit_headers=headers,
+        retry_after=_retry_after(response), elapsed=elapsed,
+    ))
+
+
+def _raise(error):
+    raise error

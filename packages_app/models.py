@@ -1,0 +1,271 @@
+"""The catalogue (AssessmentPackage), customer connections (Integration) and the publishing ledger
+(Publication and its PublicationAttempts). Sync status is derived here, never stored."""
+import re
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import OuterRef, Prefetch, Subquery
+
+from . import payloads
+
+
+class PackageType(models.TextChoices):
+    BEHAVIORAL = "BEHAVIORAL", "Behavioral"
+    VIDEO_INTERVIEW = "VIDEO_INTERVIEW", "Video interview"
+    SKILLS_TEST = "SKILLS_TEST", "Skills test"
+    BACKGROUND_CHECK = "BACKGROUND_CHECK", "Background check"
+    REFERENCE_CHECK = "REFERENCE_CHECK", "Reference check"
+
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def validate_clean_text(value):
+    """Refuse values Kombo and the ATSs would show wrongly: blank, padded, or with control characters."""
+    if not value or not value.strip():
+        raise ValidationError("This field cannot be blank.", code="blank")
+    if value != value.strip():
+        raise ValidationError("Remove the spaces at the start or end.", code="padded")
+
+
+def validate_no_control_characters(value):
+    if _CONTROL_CHARACTERS.search(value or ""):
+        raise ValidationError(
+            "Remove control characters (such as tabs or zero bytes).", code="control_characters"
+        )
+
+
+def validate_single_line_text(value):
+    validate_clean_text(value)
+    validate_no_control_characters(value)
+
+
+def validate_description(value):
+    validate_clean_text(value)
+    # Line breaks are fine in a description; other control characters are not.
+    if _CONTROL_CHARACTERS.search((value or "").replace("\n", "").replace("\r", "")):
+        raise ValidationError(
+            "Remove control characters other than line breaks.", code="control_characters"
+        )
+
+
+integration_id_validator = RegexValidator(
+    regex=r"^[A-Za-z0-9][A-Za-z0-9_.-]*:[A-Za-z0-9_.-]+$",
+    message=(
+        'Enter the Kombo integration id as "tool:identifier", '
+        'for example "recruitee:HWUTwvyx2wLoSUHphiWVrp28".'
+    ),
+    code="invalid_integration_id",
+)
+
+
+class AssessmentPackage(models.Model):
+    package_id = models.CharField(
+        "package id",
+        max_length=100,
+        unique=True,
+        validators=[validate_single_line_text],
+        help_text="The id Kombo receives. Stable: never reuse it for another package.",
+    )
+    type = models.CharField(max_length=32, choices=PackageType.choices)
+    name = models.CharField(max_length=200, validators=[validate_single_line_text])
+    description = models.TextField(max_length=4000, validators=[validate_description])
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["package_id"]
+        verbose_name = "assessment package"
+
+    def __str__(self):
+        return f"{self.name} ({self.package_id})"
+
+
+class Region(models.TextChoices):
+    EU = "EU", "EU (api.kombo.dev)"
+    US = "US", "US (api.us.kombo.dev)"
+
+
+class SyncStatus(models.TextChoices):
+    NEVER_PUBLISHED = "never_published", "Never published"
+    IN_SYNC = "in_sync", "In sync"
+    CHANGED = "changed", "Changed since last publish"
+    PUBLISHING = "publishing", "Publishing"
+    FAILED = "failed", "Last publish failed"
+
+
+class IntegrationQuerySet(models.QuerySet):
+    def with_sync_state(self):
+        """Everything sync status needs, in a constant number of queries whatever the row count."""
+        latest = Publication.objects.filter(integration=OuterRef("pk")).order_by("-pk")
+        succeeded = latest.filter(status=Publication.Status.SUCCEEDED)
+        return self.annotate(
+            latest_publication_status=Subquery(latest.values("status")[:1]),
+            last_succeeded_sha256=Subquery(succeeded.values("body_sha256")[:1]),
+            last_published_at=Subquery(succeeded.values("finished_at")[:1]),
+        ).prefetch_related(
+            Prefetch(
+                "packages",
+                queryset=AssessmentPackage.objects.only(
+                    "package_id", "type", "name", "description"
+                ),
+            )
+        )
+
+
+class Integration(models.Model):
+    kombo_integration_id = models.CharField(
+        "Kombo integration id",
+        max_length=255,
+        unique=True,
+        validators=[integration_id_validator],
+        help_text='As Kombo shows it: the ATS tool, a colon, an id ("recruitee:HWUTwvyx2wLoSUHphiWVrp28").',
+    )
+    name = models.CharField(
+        "customer", max_length=200, validators=[validate_single_line_text],
+        help_text="The customer's name, as staff know it.",
+    )
+    region = models.CharField(
+        max_length=2, choices=Region.choices, default=Region.EU,
+        help_text="Where the customer's Kombo data lives: decides the API base URL.",
+    )
+    is_active = models.BooleanField(
+        "active", default=True,
+        help_text="Paused integrations are not published, not even by bulk actions.",
+    )
+    packages = models.ManyToManyField(
+        AssessmentPackage, blank=True, related_name="integrations",
+        help_text="The packages this customer can order.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    # A lease, not a status: which publication may talk to Kombo for this integration right now,
+    # and until when. It keeps one request per integration in flight across all workers.
+    publish_lease_owner = models.BigIntegerField(null=True, blank=True, editable=False)
+    publish_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = IntegrationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [("publish_integration", "Can publish packages to Kombo")]
+
+    def __str__(self):
+        return f"{self.name} ({self.kombo_integration_id})"
+
+    def current_body(self):
+        """The request body the catalogue gives this integration now (uses prefetched packages)."""
+        return payloads.build_body(self.packages.all())
+
+    def current_sha256(self):
+        return payloads.body_sha256(payloads.canonical_bytes(self.current_body()))
+
+    @property
+    def sync_status(self):
+        if not hasattr(self, "latest_publication_status"):
+            annotated = Integration.objects.with_sync_state().get(pk=self.pk)
+            self.latest_publication_status = annotated.latest_publication_status
+            self.last_succeeded_sha256 = annotated.last_succeeded_sha256
+            self.last_published_at = annotated.last_published_at
+        latest = self.latest_publication_status
+        if latest in Publication.ACTIVE_STATUSES:
+            return SyncStatus.PUBLISHING
+        if latest == Publication.Status.FAILED:
+            return SyncStatus.FAILED
+        if self.last_succeeded_sha256 is None:
+            return SyncStatus.NEVER_PUBLISHED
+        if self.last_succeeded_sha256 == self.current_sha256():
+            return SyncStatus.IN_SYNC
+        return SyncStatus.CHANGED
+
+    @property
+    def sync_status_label(self):
+        return SyncStatus(self.sync_status).label
+
+
+class Publication(models.Model):
+    """One request to publish one integration, and its whole story. Never edited by hand."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SENDING = "sending", "Sending"
+        RETRYING = "retrying", "Retrying"
+        WAITING = "waiting", "Waiting for the customer's first sync"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        SUPERSEDED = "superseded", "Superseded by a newer publication"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.SENDING, Status.RETRYING, Status.WAITING)
+    FINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.SUPERSEDED)
+
+    integration = models.ForeignKey(
+        Integration, on_delete=models.PROTECT, related_name="publications"
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+", help_text="Empty when started by a script.",
+    )
+    requested_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    body = models.TextField(help_text="The exact bytes sent to Kombo (UTF-8 JSON), snapshotted at creation.")
+    body_sha256 = models.CharField("body SHA-256", max_length=64)
+    package_count = models.PositiveIntegerField(default=0)
+    enqueued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the task was last handed to the broker."
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    http_status = models.PositiveSmallIntegerField("HTTP status", null=True, blank=True)
+    response_body = models.TextField(blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+    error_code = models.CharField(max_length=100, blank=True)
+    error_title = models.CharField(max_length=500, blank=True)
+    error_message = models.TextField(blank=True)
+    error_log_url = models.URLField("Kombo log URL", max_length=1000, blank=True)
+    failure_reason = models.TextField(
+        blank=True, help_text="Why the publication failed or is retrying, in plain words."
+    )
+    rate_limit_headers = models.JSONField(
+        default=dict, blank=True,
+        help_text="ratelimit-* and Concurrency-* headers of the last response.",
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-pk"]
+        indexes = [models.Index(fields=["integration", "-id"])]
+
+    def __str__(self):
+        return f"Publication #{self.pk} of {self.integration_id}"
+
+    @property
+    def is_final(self):
+        return self.status in self.FINAL_STATUSES
+
+    def body_dict(self):
+        return payloads.parse_body(self.body)
+
+
+class PublicationAttempt(models.Model):
+    """One HTTP request made for a publication (or one that could not be made)."""
+
+    publication = models.ForeignKey(Publication, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    http_status = models.PositiveSmallIntegerField("HTTP status", null=True, blank=True)
+    error_code = models.CharField(max_length=100, blank=True)
+    outcome = models.CharField(max_length=32, blank=True)
+    message = models.TextField(blank=True)
+    wait_seconds = models.FloatField(
+        null=True, blank=True, help_text="How long the publication waited before its next attempt."
+    )
+
+    class Meta:
+        ordering = ["publication", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["publication", "number"], name="unique_attempt_number")
+        ]

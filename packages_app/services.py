@@ -1,0 +1,409 @@
+"""Every state change of publishing: create publications, execute one, sweep stuck ones.
+
+The admin, the management commands and the Celery tasks call these functions and nothing else
+changes a Publication. The invariants they keep are DESIGN.md section 4: a row exists before
+anything is queued; the task is queued after commit; one request per integration is in flight
+(a lease on the Integration row); a publication is never sent after a newer one of the same
+integration; a re-run sends the same bytes and ends in the same state.
+"""
+import logging
+import os
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from . import kombo, payloads
+from .models import Integration, Publication, PublicationAttempt
+from .retrying import backoff_seconds
+
+logger = logging.getLogger(__name__)
+
+Status = Publication.Status
+
+# Messages scheduled further ahead than this are not sent to the broker at all: the sweep
+# enqueues the publication when it is due. It keeps long waits out of worker memory and well
+# inside the broker's visibility timeout.
+MAX_COUNTDOWN_SECONDS = 600
+# When another publication of the same integration holds the lease, look again after this long.
+LEASE_BUSY_RETRY_SECONDS = 1.0
+# A message that arrives a little before its publication's next_attempt_at still runs.
+EARLY_ARRIVAL_SLACK_SECONDS = 1.0
+
+
+class CatalogueChanged(Exception):
+    """The catalogue changed between the preview staff saw and their confirmation."""
+
+    def __init__(self, integrations):
+        self.integrations = integrations
+        names = ", ".join(str(i) for i in integrations)
+        super().__init__(f"The packages of {names} changed since the preview.")
+
+
+class IntegrationPaused(Exception):
+    def __init__(self, integrations):
+        self.integrations = integrations
+        names = ", ".join(str(i) for i in integrations)
+        super().__init__(f"{names} is paused: activate it before publishing.")
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+def integration_base_url(integration):
+    return settings.KOMBO_API_URL or settings.KOMBO_REGION_URLS[integration.region]
+
+
+def lease_seconds():
+    """Longer than any one request can take, so a live request never loses its lease."""
+    return settings.KOMBO_CONNECT_TIMEOUT + settings.KOMBO_READ_TIMEOUT + 5.0
+
+
+_client = None
+_client_pid = None
+
+
+def kombo_client():
+    """One client (one requests.Session, one connection pool) per worker process."""
+    global _client, _client_pid
+    if _client is None or _client_pid != os.getpid():
+        _client = kombo.KomboClient(
+            api_key=settings.KOMBO_API_KEY,
+            connect_timeout=settings.KOMBO_CONNECT_TIMEOUT,
+            read_timeout=settings.KOMBO_READ_TIMEOUT,
+        )
+        _client_pid = os.getpid()
+    return _client
+
+
+def api_key_status():
+    """What the admin may show of the key: whether it is set, and its last four characters."""
+    key = settings.KOMBO_API_KEY
+    if not key:
+        return "not configured"
+    return f"configured, ending in …{key[-4:]}" if len(key) >= 12 else "configured"
+
+
+# --- creating publications -------------------------------------------------------------------
+
+@dataclass
+class PlannedPublication:
+    """What publishing one integration would send now."""
+
+    integration: Integration
+    body: dict
+    body_bytes: bytes
+    sha256: str
+
+
+def publication_plan(*, integration):
+    body = integration.current_body()
+    data = payloads.canonical_bytes(body)
+    return PlannedPublication(integration, body, data, payloads.body_sha256(data))
+
+
+def publications_create(*, integrations, requested_by=None, expected_sha256=None):
+    """Snapshot and queue one publication per integration, all or none.
+
+    `expected_sha256` maps integration pk to the body hash staff confirmed; if the catalogue gives
+    another body now, nothing is created and CatalogueChanged names the integrations concerned.
+    The tasks are queued only after the transaction commits.
+    """
+    ids = sorted({i.pk for i in integrations})
+    with transaction.atomic():
+        # Locking the integrations serialises concurrent publishes of one integration, so the
+        # order of publication ids is the order of the snapshots.
+        locked = list(
+            Integration.objects.select_for_update(of=("self",))
+            .filter(pk__in=ids).prefetch_related("packages").order_by("pk")
+        )
+        paused = [i for i in locked if not i.is_active]
+        if paused:
+            raise IntegrationPaused(paused)
+        plans = [publication_plan(integration=i) for i in locked]
+        if expected_sha256 is not None:
+            changed = [p.integration for p in plans
+                       if expected_sha256.get(p.integration.pk) != p.sha256]
+            if changed:
+                raise CatalogueChanged(changed)
+        publications = [
+            Publication.objects.create(
+                integration=plan.integration,
+                requested_by=requested_by,
+                body=plan.body_bytes.decode("utf-8"),
+                body_sha256=plan.sha256,
+                package_count=len(plan.body["packages"]),
+            )
+            for plan in plans
+        ]
+        for publication in publications:
+            publication.enqueued = None  # set by the on-commit callback
+            transaction.on_commit(
+                lambda p=publication: setattr(p, "enqueued", publication_enqueue(publication_id=p.pk))
+            )
+    return publications
+
+
+def publication_enqueue(*, publication_id, countdown=None):
+    """Hand the publication to the broker. If the broker is unreachable the row stays as it is
+    and the periodic sweep sends it later: nothing is lost, and the caller is told."""
+    from .tasks import publish_publication
+
+    eta = timezone.now() + timedelta(seconds=countdown or 0)
+    try:
+        publish_publication.apply_async(
+            args=[publication_id], countdown=countdown, retry=True,
+            retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2},
+        )
+    except Exception as exc:  # any broker or transport failure
+        logger.warning(
+            "Publication %s is saved but could not be queued (%s: %s); the sweep will send it.",
+            publication_id, type(exc).__name__, exc,
+        )
+        return False
+    Publication.objects.filter(pk=publication_id).update(enqueued_at=eta)
+    return True
+
+
+# --- executing one publication ---------------------------------------------------------------
+
+@dataclass
+class ExecuteResult:
+    status: str
+    retry_in: float | None = None   # the publication is queued again in this many seconds
+    sent: bool = False              # a request reached (or tried to reach) Kombo this time
+
+
+def _newer_exists(publication):
+    return Publication.objects.filter(
+        integration_id=publication.integration_id, pk__gt=publication.pk
+    ).exists()
+
+
+def _supersede(publication):
+    now = timezone.now()
+    done = Publication.objects.filter(
+        pk=publication.pk, status__in=[Status.QUEUED, Status.RETRYING, Status.WAITING]
+    ).update(
+        status=Status.SUPERSEDED, finished_at=now, next_attempt_at=None,
+        failure_reason="A newer publication of this integration was requested; it carries the newer catalogue.",
+    )
+    if done:
+        logger.info("Publication %s superseded by a newer one.", publication.pk)
+    return ExecuteResult(Status.SUPERSEDED)
+
+
+def _lease_acquire(publication):
+    now = timezone.now()
+    return Integration.objects.filter(pk=publication.integration_id).filter(
+        Q(publish_lease_owner__isnull=True) | Q(publish_lease_until__lt=now)
+    ).update(
+        publish_lease_owner=publication.pk,
+        publish_lease_until=now + timedelta(seconds=lease_seconds()),
+    ) == 1
+
+
+def _lease_release(publication):
+    Integration.objects.filter(
+        pk=publication.integration_id, publish_lease_owner=publication.pk
+    ).update(publish_lease_owner=None, publish_lease_until=None)
+
+
+def publication_execute(*, publication_id):
+    """Run one attempt of a publication if it is due, and record what happened.
+
+    Safe to call any number of times, concurrently, for the same id: only the holder of the
+    integration's lease sends, and a publication in a final state is left alone.
+    """
+    try:
+        publication = Publication.objects.select_related("integration").get(pk=publication_id)
+    except Publication.DoesNotExist:
+        logger.error("Publication %s does not exist; nothing to do.", publication_id)
+        return ExecuteResult("missing")
+    if publication.is_final:
+        return ExecuteResult(publication.status)
+    if _not_due(publication):
+        return ExecuteResult(publication.status)
+    if _newer_exists(publication):
+        return _supersede(publication)
+    if not _lease_acquire(publication):
+        # Another publication of this integration is in flight: look again shortly.
+        wait = LEASE_BUSY_RETRY_SECONDS * (1 + random.random())
+        publication_enqueue(publication_id=publication.pk, countdown=wait)
+        return ExecuteResult(publication.status, retry_in=wait)
+    try:
+        return _execute_with_lease(publication_id)
+    finally:
+        _lease_release(publication)
+
+
+def _not_due(publication):
+    if publication.status not in (Status.RETRYING, Status.WAITING) or not publication.next_attempt_at:
+        return False
+    early_by = (publication.next_attempt_at - timezone.now()).total_seconds()
+    return early_by > EARLY_ARRIVAL_SLACK_SECONDS
+
+
+def _execute_with_lease(publication_id):
+    now = timezone.now()
+    with transaction.atomic():
+        publication = (
+            Publication.objects.select_for_update().select_related("integration").get(pk=publication_id)
+        )
+        if publication.is_final or _not_due(publication):
+            return ExecuteResult(publication.status)
+        if _newer_exists(publication):
+            return _supersede(publication)
+        if publication.status == Status.SENDING:
+            # We hold the lease, so whoever was sending it is gone (a killed worker).
+            PublicationAttempt.objects.filter(
+                publication=publication, number=publication.attempts, finished_at__isnull=True
+            ).update(finished_at=now, outcome="lost",
+                     message="The worker stopped during this attempt; it was sent again.")
+        if not settings.KOMBO_API_KEY:
+            return _finish_failed(
+                publication,
+                reason="KOMBO_API_KEY is not set in the worker's environment. Set it, restart "
+                       "the worker, and publish again.",
+            )
+        publication.status = Status.SENDING
+        publication.attempts += 1
+        publication.started_at = publication.started_at or now
+        publication.next_attempt_at = None
+        publication.save(update_fields=["status", "attempts", "started_at", "next_attempt_at"])
+        attempt = PublicationAttempt.objects.create(
+            publication=publication, number=publication.attempts, started_at=now
+        )
+
+    integration = publication.integration
+    try:
+        success = kombo_client().set_packages(
+            base_url=integration_base_url(integration),
+            integration_id=integration.kombo_integration_id,
+            body=publication.body.encode("utf-8"),
+        )
+    except kombo.KomboError as error:
+        return _record_error(publication, attempt, error)
+    return _record_success(publication, attempt, success)
+
+
+def _record_success(publication, attempt, success):
+    now = timezone.now()
+    for warning in success.warnings:
+        logger.warning(
+            "Kombo warning for %s (publication %s): %s",
+            publication.integration.kombo_integration_id, publication.pk, warning,
+        )
+    with transaction.atomic():
+        Publication.objects.filter(pk=publication.pk).update(
+            status=Status.SUCCEEDED, http_status=success.http_status,
+            response_body=success.body_text, warnings=success.warnings,
+            rate_limit_headers=success.limit_headers, finished_at=now,
+            error_code="", error_title="", error_message="", error_log_url="",
+            failure_reason="",
+        )
+        PublicationAttempt.objects.filter(pk=attempt.pk).update(
+            finished_at=now, http_status=success.http_status, outcome="succeeded",
+            message=f"{len(success.warnings)} warning(s)" if success.warnings else "",
+        )
+    logger.info("Publication %s succeeded (HTTP %s).", publication.pk, success.http_status)
+    return ExecuteResult(Status.SUCCEEDED, sent=True)
+
+
+def _error_fields(error):
+    return dict(
+        http_status=error.http_status,
+        response_body=error.body_text or "",
+        error_code=error.code or "",
+        error_title=error.title or "",
+        error_message=error.message or "",
+        error_log_url=error.log_url or "",
+        rate_limit_headers=error.limit_headers,
+    )
+
+
+def _record_error(publication, attempt, error):
+    now = timezone.now()
+    kind = error.kind
+    status, wait, reason = Status.FAILED, None, error.reason
+
+    if kind is kombo.ErrorKind.TRANSIENT:
+        transient_attempts = publication.attempt_log.filter(outcome="transient").count() + 1
+        if transient_attempts >= settings.KOMBO_MAX_ATTEMPTS:
+            reason = f"Gave up after {transient_attempts} attempts. Last error: {error.reason}"
+        else:
+            status = Status.RETRYING
+            wait = backoff_seconds(
+                attempt=transient_attempts, base=settings.KOMBO_RETRY_BASE_SECONDS,
+                cap=settings.KOMBO_RETRY_MAX_WAIT_SECONDS, code=error.code,
+                retry_after=error.retry_after,
+            )
+    elif kind is kombo.ErrorKind.SYNC_PENDING:
+        waited = (now - publication.started_at).total_seconds()
+        if waited >= settings.KOMBO_SYNC_PENDING_MAX_SECONDS:
+            reason = (f"The customer's first sync had not finished after {waited / 3600:.1f} h. "
+                      f"Last error: {error.reason}")
+        else:
+            status = Status.WAITING
+            wait = settings.KOMBO_SYNC_PENDING_RETRY_SECONDS
+    elif kind is kombo.ErrorKind.NO_AUTO_RETRY:
+        reason = (f"{error.reason} Kombo advises against retrying this automatically: "
+                  "check the log, then publish again.")
+
+    outcome = {Status.RETRYING: "transient", Status.WAITING: "sync_pending"}.get(status, kind.value)
+    log = logger.warning if status == Status.FAILED else logger.info
+    log("Publication %s attempt %s: %s -> %s", publication.pk, attempt.number, error.reason, status)
+
+    with transaction.atomic():
+        Publication.objects.filter(pk=publication.pk).update(
+            status=status, failure_reason=reason,
+            next_attempt_at=now + timedelta(seconds=wait) if wait is not None else None,
+            finished_at=now if status == Status.FAILED else None,
+            **_error_fields(error),
+        )
+        PublicationAttempt.objects.filter(pk=attempt.pk).update(
+            finished_at=now, http_status=error.http_status, error_code=error.code or "",
+            outcome=outcome, message=error.reason, wait_seconds=wait,
+        )
+    if wait is not None and wait <= MAX_COUNTDOWN_SECONDS:
+        publication_enqueue(publication_id=publication.pk, countdown=wait)
+    return ExecuteResult(status, retry_in=wait, sent=True)
+
+
+def _finish_failed(publication, *, reason):
+    Publication.objects.filter(pk=publication.pk).update(
+        status=Status.FAILED, failure_reason=reason, finished_at=timezone.now(), next_attempt_at=None
+    )
+    logger.warning("Publication %s failed: %s", publication.pk, reason)
+    return ExecuteResult(Status.FAILED)
+
+
+# --- the sweep -------------------------------------------------------------------------------
+
+def publications_sweep(*, now=None):
+    """Queue again every publication that should be moving and is not: never queued (the broker
+    was down), queued long ago (the message was lost), due for a retry with no message on the
+    way, or marked sending by a worker that no longer holds the integration's lease."""
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.KOMBO_STUCK_QUEUED_SECONDS)
+    # A row created in the last seconds may still be on its way to the broker (on_commit).
+    fresh = now - timedelta(seconds=5)
+    not_recently_queued = Q(enqueued_at__isnull=True, requested_at__lt=fresh) | Q(enqueued_at__lt=stale)
+    due = Q(status__in=[Status.QUEUED, Status.RETRYING, Status.WAITING]) & (
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+    orphaned = Q(status=Status.SENDING) & (
+        Q(integration__publish_lease_owner__isnull=True)
+        | Q(integration__publish_lease_until__lt=now)
+        | ~Q(integration__publish_lease_owner=F("pk"))
+    )
+    candidates = Publication.objects.filter((due | orphaned) & not_recently_queued)
+    ids = list(candidates.order_by("pk").values_list("pk", flat=True)[:1000])
+    queued = [pk for pk in ids if publication_enqueue(publication_id=pk)]
+    if ids:
+        logger.info("Sweep: %s publication(s) needed queuing, %s queued.", len(ids), len(queued))
+    return queued
+

@@ -1,0 +1,78 @@
+"""Shared fixtures: a Kombo sandbox on 127.0.0.1, catalogue factories, staff users."""
+import pytest
+from django.contrib.auth.models import Permission, User
+
+from packages_app import services
+from packages_app.models import AssessmentPackage, Integration, PackageType
+
+
+@pytest.fixture(autouse=True)
+def fresh_kombo_client():
+    """Each test builds its client from its own settings (key, URL, timeouts)."""
+    services._client = None
+    yield
+    services._client = None
+
+
+@pytest.fixture
+def sandbox(settings):
+    from packages_app.sandbox import KomboSandbox
+
+    server = KomboSandbox(api_key=settings.KOMBO_API_KEY).start()
+    settings.KOMBO_API_URL = server.url
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_package(db):
+    counter = iter(range(1, 100000))
+
+    def make(package_id=None, **fields):
+        n = next(counter)
+        fields.setdefault("type", PackageType.SKILLS_TEST)
+        fields.setdefault("name", f"Package {n}")
+        fields.setdefault("description", f"Description of package {n}")
+        return AssessmentPackage.objects.create(package_id=package_id or f"pkg-{n:04d}", **fields)
+
+    return make
+
+
+@pytest.fixture
+def make_integration(db):
+    counter = iter(range(1, 100000))
+
+    def make(packages=(), **fields):
+        n = next(counter)
+        fields.setdefault("kombo_integration_id", f"recruitee:Customer{n:04d}")
+        fields.setdefault("name", f"Customer {n}")
+        integration = Integration.objects.create(**fields)
+        integration.packages.set(packages)
+        return integration
+
+    return make
+
+
+def _staff(username, *perms):
+    user = User.objects.create_user(username, password="pw-for-tests-123", is_staff=True)
+    for codename in perms:
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    return user
+
+
+EDIT_PERMS = (
+    "view_integration", "change_integration", "add_integration",
+    "view_assessmentpackage", "change_assessmentpackage", "add_assessmentpackage",
+    "view_publication",
+)
+
+
+@pytest.fixture
+def editor(db):
+    """Staff who edit the catalogue and integrations but may not publish."""
+    return _staff("editor", *EDIT_PERMS)
+
+
+@pytest.fixture
+def publisher(db):
+    return _staff("publisher", *EDIT_PERMS, "publish_integration")

@@ -117,7 +117,8 @@ class SyncStatusFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value() not in SyncStatus.values:
             return queryset
-        matching = [i.pk for i in queryset.with_sync_state() if i.sync_status == self.value()]
+        annotated = Integration.objects.with_sync_state().filter(pk__in=queryset.values("pk"))
+        matching = [i.pk for i in annotated if i.sync_status == self.value()]
         return queryset.filter(pk__in=matching)
 
 

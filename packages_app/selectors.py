@@ -71,5 +71,6 @@ def integrations_preview(integrations_qs):
 def out_of_sync_integrations():
     """Active integrations whose catalogue differs from what Kombo last accepted (or never did)."""
     integrations = Integration.objects.filter(is_active=True).with_sync_state()
+    # Sync status is derived in Python from the prefetched packages: constant queries.
     wanted = {SyncStatus.CHANGED, SyncStatus.NEVER_PUBLISHED, SyncStatus.FAILED}
     return Integration.objects.filter(pk__in=[i.pk for i in integrations if i.sync_status in wanted])

@@ -76,3 +76,8 @@ def editor(db):
 @pytest.fixture
 def publisher(db):
     return _staff("publisher", *EDIT_PERMS, "publish_integration")
+
+
+@pytest.fixture
+def superuser(db):
+    return User.objects.create_superuser("root", password="pw-for-tests-123")

@@ -5,7 +5,9 @@ No business logic here: every change goes through `services`, every preview thro
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
-from django.http import HttpResponseRedirect
+from django.http import HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -168,7 +170,27 @@ class IntegrationAdmin(admin.ModelAdmin):
         return [
             path("publish/", self.admin_site.admin_view(self.publish_view),
                  name="packages_app_integration_publish"),
+            path("<int:pk>/publications-live/", self.admin_site.admin_view(self.publications_live_view),
+                 name="packages_app_integration_publications_live"),
         ] + super().get_urls()
+
+    def _publications_context(self, integration_pk):
+        publications = list(
+            Publication.objects.filter(integration_id=integration_pk).select_related("requested_by")[:20]
+        )
+        return {
+            "recent_publications": [{"publication": p, "badge": publication_badge(p)} for p in publications],
+            "publications_final": all(p.is_final for p in publications),
+        }
+
+    def publications_live_view(self, request, pk):
+        """The publications table of one integration, for the page's poll."""
+        integration = get_object_or_404(Integration, pk=pk)
+        if not self.has_view_or_change_permission(request, integration):
+            raise PermissionDenied
+        context = self._publications_context(pk)
+        html = render_to_string("admin/packages_app/integration/_publications.html", context, request)
+        return JsonResponse({"final": context["publications_final"], "html": html})
 
     def publish_view(self, request):
         """GET: what publishing would change. POST (post=yes): create the publications."""
@@ -270,9 +292,8 @@ class IntegrationAdmin(admin.ModelAdmin):
         extra_context = {
             **(extra_context or {}),
             "can_publish": self.has_publish_permission(request),
-            "recent_publications": Publication.objects.filter(integration_id=object_id)
-            .select_related("requested_by")[:20] if object_id and str(object_id).isdigit() else [],
             "api_key_status": services.api_key_status(),
+            **(self._publications_context(object_id) if str(object_id).isdigit() else {}),
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -362,10 +383,33 @@ class PublicationAdmin(admin.ModelAdmin):
         return format_html("<pre style='max-height:30em;overflow:auto'>{}</pre>",
                            json.dumps(obj.body_dict(), indent=2, ensure_ascii=False))
 
+    def get_urls(self):
+        return [
+            path("<int:pk>/live/", self.admin_site.admin_view(self.live_view),
+                 name="packages_app_publication_live"),
+        ] + super().get_urls()
+
+    def _live_html(self, request, publication):
+        return render_to_string("admin/packages_app/publication/_live.html", {
+            "publication": publication,
+            "badge": publication_badge(publication),
+            "can_publish": request.user.has_perm(PUBLISH_PERMISSION),
+        }, request)
+
+    def live_view(self, request, pk):
+        """The status box of one publication, for the page's poll."""
+        publication = get_object_or_404(Publication, pk=pk)
+        if not self.has_view_permission(request, publication):
+            raise PermissionDenied
+        return JsonResponse({"final": publication.is_final, "status": publication.status,
+                             "html": self._live_html(request, publication)})
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
+        publication = Publication.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
         extra_context = {
             **(extra_context or {}),
             "can_publish": request.user.has_perm(PUBLISH_PERMISSION),
+            "live_html": self._live_html(request, publication) if publication else "",
         }
         return super().change_view(request, object_id, form_url, extra_context)
 

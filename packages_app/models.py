@@ -84,8 +84,8 @@ class AssessmentPackage(models.Model):
 
 
 class Region(models.TextChoices):
-    EU = "EU", "EU (api.kombo.dev)"
-    US = "US", "US (api.us.kombo.dev)"
+    EU = "EU", "EU"
+    US = "US", "US"
 
 
 class SyncStatus(models.TextChoices):
@@ -129,7 +129,7 @@ class Integration(models.Model):
     )
     region = models.CharField(
         max_length=2, choices=Region.choices, default=Region.EU,
-        help_text="Where the customer's Kombo data lives: decides the API base URL.",
+        help_text="Where the customer's Kombo account lives: EU uses api.kombo.dev, US uses api.us.kombo.dev.",
     )
     is_active = models.BooleanField(
         "active", default=True,

@@ -1,0 +1,139 @@
+"""Publish integrations from a script or cron: the same services and guards as the admin."""
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+
+from packages_app import selectors, services
+from packages_app.models import Integration, Publication
+
+
+class Command(BaseCommand):
+    help = (
+        "Publish the package lists of integrations to Kombo. Prints what each publish changes; "
+        "exits non-zero if anything is refused or fails."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--integration", action="append", default=[], metavar="ID",
+                            help="Kombo integration id (tool:identifier). Repeatable.")
+        parser.add_argument("--all-out-of-sync", action="store_true",
+                            help="Every active integration whose packages differ from the last publish.")
+        parser.add_argument("--dry-run", action="store_true", help="Print the changes, send nothing.")
+        parser.add_argument("--force", action="store_true",
+                            help="Publish integrations that are already in sync too.")
+        parser.add_argument("--allow-removals", action="store_true",
+                            help="Allow publishes that remove many packages or send an empty list.")
+        parser.add_argument("--wait", action="store_true",
+                            help="Wait for each publication to end and print its final state.")
+        parser.add_argument("--timeout", type=float, default=600.0,
+                            help="Seconds --wait waits at most (default 600).")
+
+    def handle(self, *args, **options):
+        queryset = self._select(options)
+        previews = selectors.integrations_preview(queryset)
+        if not previews:
+            self.stdout.write("No integrations to publish.")
+            return
+        chosen, refused = [], []
+        for preview in previews:
+            self._print_preview(preview)
+            if preview.paused:
+                continue
+            if preview.in_sync and not options["force"]:
+                continue
+            if preview.needs_removal_confirmation and not options["allow_removals"]:
+                refused.append(preview)
+                continue
+            chosen.append(preview)
+        if refused:
+            names = ", ".join(p.integration.kombo_integration_id for p in refused)
+            self.stderr.write(
+                f"Refused: {names} would remove many packages or send an empty list. "
+                "Run again with --allow-removals to confirm."
+            )
+        if options["dry_run"]:
+            self.stdout.write(f"Dry run: {len(chosen)} integration(s) would be published; nothing sent.")
+            if refused:
+                raise CommandError("Some publishes need --allow-removals.", returncode=2)
+            return
+        publications = []
+        if chosen:
+            try:
+                publications = services.publications_create(
+                    integrations=[p.integration for p in chosen],
+                    expected_sha256={p.integration.pk: p.plan.sha256 for p in chosen},
+                )
+            except (services.CatalogueChanged, services.IntegrationPaused) as exc:
+                raise CommandError(f"{exc} Nothing was published.")
+        for publication in publications:
+            note = "" if publication.enqueued else " (broker unreachable: the sweep will send it)"
+            self.stdout.write(
+                f"Queued publication #{publication.pk} for {publication.integration.kombo_integration_id}{note}"
+            )
+        failed = self._wait(publications, options["timeout"]) if options["wait"] else []
+        if refused or failed:
+            raise CommandError(
+                f"{len(failed)} publication(s) failed, {len(refused)} refused.", returncode=1
+            )
+
+    def _select(self, options):
+        ids = options["integration"]
+        if not ids and not options["all_out_of_sync"]:
+            raise CommandError("Name integrations with --integration, or use --all-out-of-sync.")
+        if ids:
+            found = set(Integration.objects.filter(kombo_integration_id__in=ids)
+                        .values_list("kombo_integration_id", flat=True))
+            missing = [i for i in ids if i not in found]
+            if missing:
+                raise CommandError(f"Unknown integration(s): {', '.join(missing)}")
+            queryset = Integration.objects.filter(kombo_integration_id__in=ids)
+        else:
+            queryset = Integration.objects.none()
+        if options["all_out_of_sync"]:
+            queryset = queryset | selectors.out_of_sync_integrations()
+        return queryset
+
+    def _print_preview(self, p):
+        i = p.integration
+        head = f"{i.kombo_integration_id} ({i.name}):"
+        if p.paused:
+            self.stdout.write(f"{head} paused, skipped")
+            return
+        if p.in_sync:
+            self.stdout.write(f"{head} no changes ({p.diff.unchanged_count} unchanged)")
+            return
+        d = p.diff
+        self.stdout.write(f"{head} {len(d.added)} added, {len(d.changed)} changed, "
+                          f"{len(d.removed)} removed, {d.unchanged_count} unchanged")
+        for a in d.added:
+            self.stdout.write(f"  + {a['id']}  {a['name']} ({a['type']})")
+        for c in d.changed:
+            for f in c.changes:
+                self.stdout.write(f"  ~ {c.id}  {f.field}: {f.old!r} -> {f.new!r}")
+        for r in d.removed:
+            self.stdout.write(f"  - {r['id']}  {r['name']}  (Kombo will mark it deleted)")
+        if not p.plan.body["packages"]:
+            self.stdout.write("  ! empty list: Kombo will mark every package deleted")
+
+    def _wait(self, publications, timeout):
+        pending = {p.pk for p in publications}
+        failed = []
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for p in Publication.objects.filter(pk__in=pending, status__in=Publication.FINAL_STATUSES) \
+                    .select_related("integration"):
+                pending.discard(p.pk)
+                line = f"#{p.pk} {p.integration.kombo_integration_id}: {p.status}"
+                if p.warnings:
+                    line += f" with {len(p.warnings)} warning(s): " + "; ".join(p.warnings)
+                if p.status == Publication.Status.FAILED:
+                    failed.append(p)
+                    self.stderr.write(f"{line}: {p.failure_reason}")
+                else:
+                    self.stdout.write(line)
+            if pending:
+                time.sleep(0.2)
+        for pk in sorted(pending):
+            failed.append(pk)
+            self.stderr.write(f"#{pk}: still not final after {timeout:g} s")
+        return failed

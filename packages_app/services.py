@@ -407,3 +407,73 @@ def publications_sweep(*, now=None):
         logger.info("Sweep: %s publication(s) needed queuing, %s queued.", len(ids), len(queued))
     return queued
 
+
+
+# --- drift check -----------------------------------------------------------------------------
+
+@dataclass
+class DriftRow:
+    package_id: str
+    kombo: dict | None       # what Kombo has now (type/updated_at may be null)
+    published: dict | None   # what we last published successfully
+    catalogue: dict | None   # what the catalogue says now
+
+    def _same(self, a, b):
+        if a is None or b is None:
+            return a is None and b is None
+        return all((a.get(f) or None) == (b.get(f) or None) for f in ("type", "name", "description")
+                   if not (f == "type" and (a.get(f) is None or b.get(f) is None)))
+
+    @property
+    def kombo_matches_published(self):
+        return self._same(self.kombo, self.published)
+
+    @property
+    def catalogue_matches_published(self):
+        return self._same(self.catalogue, self.published)
+
+    @property
+    def all_agree(self):
+        return self.kombo_matches_published and self.catalogue_matches_published
+
+    @property
+    def cells(self):
+        """(value, differs from last published) for the three columns, in display order."""
+        return [
+            (self.kombo, not self.kombo_matches_published),
+            (self.published, False),
+            (self.catalogue, not self.catalogue_matches_published),
+        ]
+
+
+@dataclass
+class DriftReport:
+    integration: Integration
+    rows: list
+    last_publication: Publication | None
+
+    @property
+    def kombo_drifted(self):
+        return any(not r.kombo_matches_published for r in self.rows)
+
+    @property
+    def catalogue_changed(self):
+        return any(not r.catalogue_matches_published for r in self.rows)
+
+
+def integration_drift(*, integration):
+    """Kombo's current list (GET), our last succeeded body and the catalogue, side by side.
+    Raises KomboError when Kombo cannot be read."""
+    kombo_packages = kombo_client().get_packages(
+        base_url=integration_base_url(integration),
+        integration_id=integration.kombo_integration_id,
+    )
+    last = integration.publications.filter(status=Publication.Status.SUCCEEDED).order_by("-pk").first()
+    published = {p["id"]: p for p in (last.body_dict()["packages"] if last else [])}
+    catalogue = {p["id"]: p for p in integration.current_body()["packages"]}
+    at_kombo = {str(p.get("id")): p for p in kombo_packages}
+    rows = [
+        DriftRow(pid, at_kombo.get(pid), published.get(pid), catalogue.get(pid))
+        for pid in sorted(set(at_kombo) | set(published) | set(catalogue))
+    ]
+    return DriftReport(integration, rows, last)

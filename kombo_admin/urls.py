@@ -4,11 +4,14 @@ from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
+from .health import health
+
 admin.site.site_header = "Kombo package publisher"
 admin.site.site_title = "Kombo package publisher"
 admin.site.index_title = "Catalogue and publishing"
 
 urlpatterns = [
+    path("health/", health, name="health"),
     path(settings.ADMIN_URL, admin.site.urls),
     path("", RedirectView.as_view(url="/" + settings.ADMIN_URL, permanent=False)),
 ]

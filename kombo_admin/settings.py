@@ -115,6 +115,9 @@ STORAGES = {
     },
 }
 
+# Without collectstatic (development, tests), serve straight from the apps' static folders.
+WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=DEBUG)
+
 # --- Logins: repeated failures lock that account from that address for a while (django-axes) ---
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
@@ -231,3 +234,4 @@ LOGGING = {
 }
 
 VAR_DIR.mkdir(parents=True, exist_ok=True)
+Path(STATIC_ROOT).mkdir(parents=True, exist_ok=True)

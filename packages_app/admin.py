@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
-from . import catalogue_io, kombo, selectors, services
+from . import catalogue_io, history, kombo, selectors, services
 from .forms import CatalogueImportForm
 from .models import (
     AssessmentPackage,
@@ -74,10 +74,34 @@ def publication_badge(publication):
                  f"status-{publication.status}")
 
 
+# --- history ---------------------------------------------------------------------------------
+
+class ChangeHistoryWithValuesMixin:
+    """The History page says what changed, old and new, not only which fields."""
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        if add or not form.changed_data:
+            return super().construct_change_message(request, form, formsets, add)
+        changes = {}
+        for name in form.changed_data:
+            old, new = form.initial.get(name), form.cleaned_data.get(name)
+            if hasattr(new, "all") or isinstance(old, (list, tuple)):
+                before = {str(getattr(o, "package_id", o)) for o in (old or [])}
+                after = {str(getattr(o, "package_id", o)) for o in (new.all() if hasattr(new, "all") else new or [])}
+                added, removed = sorted(after - before), sorted(before - after)
+                changes[name] = (
+                    "removed " + ", ".join(removed) if removed else "",
+                    "added " + ", ".join(added) if added else "",
+                )
+                continue
+            changes[name] = (old if old is not None else "", new if new is not None else "")
+        return f"Changed in the admin: {history.describe_changes(changes)}."
+
+
 # --- catalogue ------------------------------------------------------------------------------
 
 @admin.register(AssessmentPackage)
-class AssessmentPackageAdmin(admin.ModelAdmin):
+class AssessmentPackageAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
     list_display = ("package_id", "name", "type", "offered_by", "updated_at")
     list_display_links = ("package_id", "name")
     list_filter = ("type",)
@@ -186,7 +210,7 @@ class SyncStatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(Integration)
-class IntegrationAdmin(admin.ModelAdmin):
+class IntegrationAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
     list_display = ("name", "kombo_integration_id", "region", "is_active", "package_total",
                     "sync_status_badge", "last_published")
     list_filter = (SyncStatusFilter, "region", "is_active")
@@ -202,6 +226,13 @@ class IntegrationAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).with_sync_state()
+
+    def has_delete_permission(self, request, obj=None):
+        # Publications are the ledger and outlive nothing they describe: an integration that
+        # has been published is paused, never deleted.
+        if obj is not None and obj.publications.exists():
+            return False
+        return super().has_delete_permission(request, obj)
 
     @admin.display(description="packages")
     def package_total(self, obj):

@@ -133,7 +133,8 @@ class Integration(models.Model):
     )
     is_active = models.BooleanField(
         "active", default=True,
-        help_text="Paused integrations are not published, not even by bulk actions.",
+        help_text="Paused integrations are not published, not even by bulk actions. An integration "
+                  "with publications cannot be deleted (the ledger is kept): pause it instead.",
     )
     packages = models.ManyToManyField(
         AssessmentPackage, blank=True, related_name="integrations",

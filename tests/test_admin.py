@@ -283,3 +283,39 @@ def test_enqueue_happens_only_if_the_transaction_commits(make_integration, djang
                 services.publications_create(integrations=[integration])
                 raise RuntimeError("rolled back")
     assert callbacks == [] and not Publication.objects.exists()
+
+
+def test_history_page_says_who_changed_what_with_old_and_new_values(client, superuser, make_package, make_integration):
+    keep, drop, add = make_package("keep"), make_package("drop"), make_package("add")
+    integration = make_integration([keep, drop], name="Acme")
+    client.force_login(superuser)
+    url = reverse("admin:packages_app_integration_change", args=[integration.pk])
+    response = client.post(url, {"name": "Acme GmbH", "kombo_integration_id": integration.kombo_integration_id,
+                                 "region": "US", "is_active": "on", "packages": [keep.pk, add.pk]})
+    assert response.status_code == 302
+    history = client.get(reverse("admin:packages_app_integration_history", args=[integration.pk])).content.decode()
+    assert "root" in history
+    assert 'Changed in the admin: name: &quot;Acme&quot; → &quot;Acme GmbH&quot;' in history
+    assert 'region: &quot;EU&quot; → &quot;US&quot;' in history
+    assert 'packages: &quot;removed drop&quot; → &quot;added add&quot;' in history
+
+
+def test_deleting_an_integration_keeps_its_publications(client, superuser, make_integration):
+    integration = make_integration()
+    services.publications_create(integrations=[integration])
+    client.force_login(superuser)
+    change_page = client.get(reverse("admin:packages_app_integration_change", args=[integration.pk])).content
+    assert b"deletelink" not in change_page and b"pause it instead" in change_page
+    page = client.post(reverse("admin:packages_app_integration_delete", args=[integration.pk]), {"post": "yes"})
+    assert page.status_code == 403
+    assert Integration.objects.filter(pk=integration.pk).exists() and Publication.objects.count() == 1
+
+
+def test_deleting_a_package_keeps_publications_that_sent_it(client, superuser, make_package, make_integration):
+    package = make_package("gone")
+    (pub,) = services.publications_create(integrations=[make_integration([package])])
+    client.force_login(superuser)
+    client.post(reverse("admin:packages_app_assessmentpackage_delete", args=[package.pk]), {"post": "yes"})
+    assert not AssessmentPackage.objects.exists()
+    pub.refresh_from_db()
+    assert '"id":"gone"' in pub.body

@@ -15,7 +15,7 @@ from .processes import django_env, free_port, start_redis, start_worker, wait_fo
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
-BROKER = "redis://127.0.0.1:6379/14"
+BROKER = app.conf.broker_url  # the test broker (Redis in CI); the broker-down test uses its own
 
 
 def purge(broker_url):
@@ -30,9 +30,10 @@ def use_broker(settings):
     original = app.conf.broker_url
 
     def switch(url):
-        app.conf.broker_url = url
-        app.pool.force_close_all()
+        # Drop the cached connection and producer pools so the next publish uses the new URL.
+        app.conf.broker_url = app.conf.broker_write_url = app.conf.broker_read_url = url
         app._pool = None
+        app.amqp._producer_pool = None
         settings.CELERY_BROKER_URL = url
 
     yield switch

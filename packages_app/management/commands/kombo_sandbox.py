@@ -1,0 +1,75 @@
+"""Run the local Kombo sandbox (packages_app.sandbox) until Ctrl-C or SIGTERM.
+
+    python manage.py kombo_sandbox --port 8765
+    KOMBO_API_URL=http://127.0.0.1:8765/v1 python manage.py runserver   # in another terminal
+
+Drive it from another shell through its control endpoints, e.g.
+    curl -X POST http://127.0.0.1:8765/_sandbox/faults -d '{"status": 503, "body": "<html>503</html>"}'
+    curl http://127.0.0.1:8765/_sandbox/state
+"""
+import ipaddress
+import signal
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from packages_app.sandbox import KomboSandbox
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Command(BaseCommand):
+    help = "Serve a local stand-in for Kombo's assessment-packages API on a loopback address."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1", help="Loopback address to listen on (default 127.0.0.1).")
+        parser.add_argument("--port", type=int, default=8765, help="Port (default 8765; 0 picks a free one).")
+        parser.add_argument("--api-key", default=None,
+                            help="Bearer token the sandbox accepts (default: settings.KOMBO_API_KEY; "
+                                 "if neither is set, any non-empty token is accepted).")
+        parser.add_argument("--latency-ms", type=float, default=0.0, help="Sleep this long on every PUT.")
+        parser.add_argument("--rate-limit", type=float, default=None, metavar="N",
+                            help="Answer 429 beyond N requests per 1-second window (default: no limit).")
+        parser.add_argument("--quiet", action="store_true", help="Do not log one line per request.")
+
+    def handle(self, *args, host, port, api_key, latency_ms, rate_limit, quiet, **options):
+        if not _is_loopback(host):
+            raise CommandError(f"Refusing to listen on {host!r}: the sandbox only serves a loopback address "
+                               "(127.0.0.1, ::1 or localhost).")
+        if host == "localhost":
+            host = "127.0.0.1"
+        if latency_ms < 0:
+            raise CommandError("--latency-ms must not be negative.")
+        if rate_limit is not None and rate_limit <= 0:
+            raise CommandError("--rate-limit must be positive.")
+        if api_key is None:
+            api_key = getattr(settings, "KOMBO_API_KEY", None) or None
+        try:
+            sandbox = KomboSandbox(host, port, api_key=api_key, latency=latency_ms / 1000,
+                                   rate_limit_per_second=rate_limit, verbose=not quiet)
+        except OSError as exc:
+            raise CommandError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+        def on_sigterm(signum, frame):
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+        self.stdout.write(f"Kombo sandbox listening on {sandbox.url}")
+        self.stdout.write("API key: " + ("the configured one" if api_key else "any non-empty Bearer token")
+                          + ". Stop with Ctrl-C.")
+        self.stdout.flush()
+        try:
+            sandbox.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sandbox.stop()
+            signal.signal(signal.SIGTERM, previous)
+        self.stdout.write("Kombo sandbox stopped.")

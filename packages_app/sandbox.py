@@ -1,0 +1,844 @@
+"""A local stand-in for Kombo's assessment-packages API (`PUT`/`GET /v1/assessment/packages`).
+
+Nothing in this project may reach Kombo, so newcomers (through `manage.py kombo_sandbox`) and the
+tests (in-process with `KomboSandbox().start()`, or as a subprocess) talk to this server instead.
+It follows the contract in `set-packages.md` and the facts in `NOTES.md`: the request and answer
+shapes, the error shape and codes, the rate-limit and concurrency headers, replace-the-whole-list
+semantics with "deleted" marking, and the GET read-back.
+
+It is real HTTP on 127.0.0.1 (`http.server.ThreadingHTTPServer`, one daemon thread per
+connection), HTTP/1.1 with keep-alive (every answer carries Content-Length), so a
+`requests.Session` reuses its connections exactly as it would with Kombo. Standard library only:
+no Django import here.
+
+Beyond the contract, tests can script misbehaviour:
+- `enqueue_fault(Fault(...))`: the next matching request gets an arbitrary status/body/headers, a
+  delay, or an abrupt connection reset; with `apply=True` the PUT is applied first ("Kombo did it
+  but the answer was lost"). See `Fault` for the "slow server" rule.
+- magic tool slugs in X-Integration-Id (`notfound:`, `syncpending:`, `inactive:`, `workday:`,
+  `successfactors:`), `latency`, `rate_limit_per_second`, `concurrency_limit`, `extra_warnings`.
+- `requests()`, `max_in_flight()`, `packages()`, `deleted_ids()` to assert what happened.
+
+Processes that do not share memory with the sandbox drive it over HTTP under `/_sandbox/`
+(no auth, never recorded as Kombo requests):
+    POST /_sandbox/faults     JSON object (or list of objects) with Fault fields      -> 204
+    POST /_sandbox/reset                                                               -> 204
+    POST /_sandbox/warnings   {"messages": [...]} replaces extra_warnings              -> 204
+    GET  /_sandbox/requests   recorded requests (Authorization shown as "Bearer ***")
+    GET  /_sandbox/state      {integration_id: {"packages", "deleted", "max_in_flight"}}
+
+Order of checks for a Kombo request (the first that answers wins):
+    queued fault -> rate limit (429) -> unknown path (404) / method (405) -> Authorization (401)
+    -> X-Integration-Id (404) -> concurrency (429) -> magic slug -> GET / PUT (latency, then
+    Content-Type and body validation: 400) -> success.
+
+The API key is never logged or printed; with `verbose=True` one line per request goes to stderr
+(method, path, integration id, status, duration).
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import math
+import re
+import socket
+import socketserver
+import struct
+import sys
+import threading
+import time
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+__all__ = ["Fault", "RecordedRequest", "KomboSandbox", "PACKAGE_TYPES"]
+
+PACKAGE_TYPES = ("BEHAVIORAL", "VIDEO_INTERVIEW", "SKILLS_TEST", "BACKGROUND_CHECK", "REFERENCE_CHECK")
+PACKAGE_FIELDS = ("id", "type", "name", "description")
+INTEGRATION_ID_RE = re.compile(r"^[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+$")
+ROUTE_SUFFIX = "/assessment/packages"
+CONTROL_PREFIX = "/_sandbox/"
+LONG_NAME = 50
+
+# Without a configured rate limit the headers still show a plausible budget (never enforced).
+DEFAULT_HEADER_LIMIT = 300
+DEFAULT_HEADER_WINDOW = 60.0
+
+INPUT_INVALID_TITLE = "The input is invalid."
+MANUAL_ENTRY_TOOLS = {
+    "workday": "Workday",
+    "successfactors": "SAP SuccessFactors",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Public data classes
+
+
+@dataclass
+class Fault:
+    """One scripted answer for the next request that matches `integration_id` (None = any).
+
+    Faults are consumed FIFO: each answers exactly one matching request, then is gone. A fault is
+    served before any normal check (auth, rate limit, validation...):
+
+    - `delay` seconds are slept first (the request counts as in flight meanwhile).
+    - `reset=True`: the socket is then closed abruptly (SO_LINGER 0 -> TCP RST), no answer at all;
+      the client sees a connection reset (`requests.ConnectionError`).
+    - otherwise `status`, `headers` and `body` are sent as given: a dict body is JSON-encoded, a
+      str is UTF-8 encoded, bytes are sent as they are, None means an empty body. Content-Type
+      defaults to application/json (dict), text/html (str), application/octet-stream (bytes) and
+      is omitted for an empty body; `content_type` overrides. Fault answers carry only these
+      headers plus Content-Length (no ratelimit/concurrency headers unless you put them in
+      `headers`), like an answer from a load balancer would. Framing headers you pass
+      (Content-Length, Transfer-Encoding, Connection) are ignored.
+    - `apply=True`: the request is first handled normally (for a valid PUT the packages are
+      stored) and that answer is discarded; then the fault's delay and answer follow.
+
+    "Slow server" rule: a fault with `status == 200`, `body is None` and `reset=False` is a pure
+    delay. The sandbox sleeps `delay` seconds and then handles the request NORMALLY (the state is
+    changed and the real answer is sent). `Fault(status=200, delay=1.6)` therefore provokes a client
+    read timeout of 1 s while Kombo still does the work. To send a literally empty 200, use
+    `body=b""`.
+    """
+
+    status: int = 500
+    body: bytes | str | dict | list | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+    delay: float = 0.0
+    reset: bool = False
+    integration_id: str | None = None
+    apply: bool = False
+
+    @property
+    def is_slow_server(self) -> bool:
+        return self.body is None and not self.reset and self.status == 200
+
+    def matches(self, integration_id: str | None) -> bool:
+        return self.integration_id is None or self.integration_id == integration_id
+
+    def encoded_body(self) -> tuple[bytes, str | None]:
+        if self.body is None:
+            return b"", None
+        if isinstance(self.body, (dict, list)):
+            return json.dumps(self.body).encode(), "application/json"
+        if isinstance(self.body, str):
+            return self.body.encode("utf-8"), "text/html; charset=utf-8"
+        return bytes(self.body), ("application/octet-stream" if self.body else None)
+
+
+@dataclass
+class RecordedRequest:
+    """A request as the sandbox received it (headers as sent, Authorization included).
+
+    `started_at`/`ended_at` are `time.monotonic()` values: `started_at` when the request's headers
+    and body had been read, `ended_at` when the sandbox finished handling it, just BEFORE the
+    answer is written (so that a client which receives the answer and sends its next request at
+    once can never see the two overlap). `ended_at` is None while in flight; `status` is None while
+    in flight and for a reset connection.
+    """
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    integration_id: str | None
+    started_at: float
+    ended_at: float | None = None
+    status: int | None = None
+    interaction_id: int = 0
+
+    def redacted_headers(self) -> dict[str, str]:
+        return {
+            name: ("Bearer ***" if name.lower() == "authorization" else value)
+            for name, value in self.headers.items()
+        }
+
+    def __repr__(self):  # never show the API key, e.g. in an assertion failure
+        return (f"RecordedRequest(method={self.method!r}, path={self.path!r}, "
+                f"headers={self.redacted_headers()!r}, body={self.body!r}, "
+                f"integration_id={self.integration_id!r}, started_at={self.started_at!r}, "
+                f"ended_at={self.ended_at!r}, status={self.status!r}, interaction_id={self.interaction_id!r})")
+
+    def public_dict(self) -> dict:
+        """JSON-safe form for `/_sandbox/requests`: the Authorization value is hidden."""
+        headers = self.redacted_headers()
+        return {
+            "method": self.method,
+            "path": self.path,
+            "headers": headers,
+            "integration_id": self.integration_id,
+            "status": self.status,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "interaction_id": self.interaction_id,
+            "body": self.body.decode("utf-8", errors="replace"),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Internals
+
+
+@dataclass
+class _Response:
+    status: int
+    body: bytes = b""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+_RESET = object()  # "close the connection abruptly" marker
+
+
+class _InputInvalid(Exception):
+    pass
+
+
+def _now_iso() -> str:
+    now = datetime.now(timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def _json_bytes(payload) -> bytes:
+    return json.dumps(payload, ensure_ascii=False).encode("utf-8")
+
+
+def _validate_put_body(body: bytes) -> list[dict]:
+    """The packages of a PUT body, or `_InputInvalid` naming the exact offending path."""
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise _InputInvalid("body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise _InputInvalid("body must be a JSON object")
+    if "packages" not in payload:
+        raise _InputInvalid("packages is required")
+    items = payload["packages"]
+    if not isinstance(items, list):
+        raise _InputInvalid("packages must be an array")
+    packages, seen = [], {}
+    for index, item in enumerate(items):
+        where = f"packages[{index}]"
+        if not isinstance(item, dict):
+            raise _InputInvalid(f"{where} must be an object")
+        for name in PACKAGE_FIELDS:
+            if name not in item:
+                raise _InputInvalid(f"{where}.{name} is required")
+            if not isinstance(item[name], str):
+                raise _InputInvalid(f"{where}.{name} must be a string")
+        if item["type"] not in PACKAGE_TYPES:
+            raise _InputInvalid(f"{where}.type must be one of {', '.join(PACKAGE_TYPES)}")
+        if item["id"] in seen:
+            raise _InputInvalid(
+                f'{where}.id "{item["id"]}" is a duplicate of packages[{seen[item["id"]]}].id'
+            )
+        seen[item["id"]] = index
+        packages.append({name: item[name] for name in PACKAGE_FIELDS})
+    return packages
+
+
+class _IntegrationState:
+    def __init__(self):
+        self.live: dict[str, dict] = {}        # id -> package, in the order of the last PUT
+        self.deleted: dict[str, dict] = {}     # id -> last content, in the order they were deleted
+        self.updated_at: dict[str, str] = {}
+
+    def replace(self, packages: list[dict]) -> None:
+        stamp = _now_iso()
+        new_live = {}
+        for package in packages:
+            pid = package["id"]
+            if self.live.get(pid) != package:  # new, changed, or coming back from deleted
+                self.updated_at[pid] = stamp
+            self.deleted.pop(pid, None)
+            new_live[pid] = dict(package)
+        for pid, old in self.live.items():
+            if pid not in new_live:
+                self.deleted[pid] = old
+        self.live = new_live
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, handler, sandbox, family):
+        self.address_family = family
+        self.sandbox = sandbox
+        super().__init__(address, handler)
+
+    def server_bind(self):  # HTTPServer's version does a (possibly slow) reverse DNS lookup
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[0], self.server_address[1]
+
+    def handle_error(self, request, client_address):  # a client that went away is no news
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are small writes: no 40 ms delayed-ACK stalls
+
+    def version_string(self):
+        return "KomboSandbox/1.0"
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def setup(self):
+        super().setup()
+        self._was_reset = False
+        self.server.sandbox._track(self.connection, add=True)
+
+    def finish(self):
+        self.server.sandbox._track(self.connection, add=False)
+        if self._was_reset:
+            return
+        try:
+            super().finish()
+        except OSError:
+            pass
+
+    def log_message(self, format, *args):  # silence http.server's own logging
+        pass
+
+    def do_GET(self):
+        self._dispatch()
+
+    do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
+
+    def _read_body(self) -> bytes | None:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                line = self.rfile.readline(65537)
+                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(65537)
+        length = self.headers.get("Content-Length")
+        if length is None:
+            return b""
+        try:
+            n = int(length)
+        except ValueError:
+            return None
+        if n < 0:
+            return None
+        return self.rfile.read(n) if n else b""
+
+    def _dispatch(self):
+        sandbox = self.server.sandbox
+        try:
+            body = self._read_body()
+        except (ValueError, OSError):
+            body = None
+        if body is None:
+            self.close_connection = True
+            self._write(_Response(400, _json_bytes(sandbox._error_body(
+                None, None, "The request could not be read (bad Content-Length or chunking).", None)),
+                [("Content-Type", "application/json")]))
+            return
+        path = urlsplit(self.path).path
+        if path.startswith(CONTROL_PREFIX) or path == CONTROL_PREFIX.rstrip("/"):
+            self._write(sandbox._control(self.command, self.path, body))
+            return
+        response = sandbox._kombo_request(self.command, self.path, dict(self.headers.items()), body)
+        if response is _RESET:
+            self._reset()
+        else:
+            self._write(response)
+
+    def _write(self, response: _Response):
+        try:
+            self.send_response(response.status)
+            for name, value in response.headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(response.body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD" and response.body:
+                self.wfile.write(response.body)
+            self.wfile.flush()
+        except OSError:  # the client went away (e.g. it timed out): nothing to tell it
+            self.close_connection = True
+
+    def _reset(self):
+        self._was_reset = True
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        try:
+            self.rfile.close()  # drop makefile's reference so that close() really closes now
+        finally:
+            self.connection.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The sandbox
+
+
+class KomboSandbox:
+    """Kombo's assessment-packages API on 127.0.0.1. See the module docstring.
+
+    `latency`, `extra_warnings`, `concurrency_limit`, `warn_long_names` and `verbose` are plain
+    attributes that may be changed while serving.
+
+    Rate limit (`rate_limit_per_second`): a FIXED 1-second window over all Kombo requests (every
+    integration together). The window admits `max(1, round(rate_limit_per_second))` requests; any
+    further request in the same window gets 429 PLATFORM.RATE_LIMIT_EXCEEDED with `Retry-After`
+    (whole seconds, at least 1). Rejected requests do not use up the budget. Without a rate limit
+    nothing is enforced and the headers describe a notional 300 requests per 60 s window.
+
+    Concurrency: a request that would make more than `concurrency_limit` requests in flight for
+    one integration gets 429 PLATFORM.CONCURRENCY_LIMIT_EXCEEDED (no Retry-After). Every request,
+    including rejected ones, counts as in flight while it is handled (delays and latency included),
+    which is what `max_in_flight` measures.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, api_key: str | None = None,
+                 latency: float = 0.0, rate_limit_per_second: float | None = None,
+                 concurrency_limit: int = 30, warn_long_names: bool = True, verbose: bool = False):
+        self._api_key = api_key
+        self.latency = latency
+        self.rate_limit_per_second = rate_limit_per_second
+        self.concurrency_limit = concurrency_limit
+        self.warn_long_names = warn_long_names
+        self.verbose = verbose
+        self.extra_warnings: list[str] = []
+
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._faults: list[Fault] = []
+        self._requests: list[RecordedRequest] = []
+        self._states: dict[str, _IntegrationState] = {}
+        self._in_flight: dict[str | None, int] = {}
+        self._max_in_flight: dict[str | None, int] = {}
+        self._in_flight_total = 0
+        self._max_in_flight_total = 0
+        self._counter = 0
+        self._window_start = float("-inf")  # the first request opens the first window
+        self._window_count = 0
+        self._connections: set[socket.socket] = set()
+        self._thread: threading.Thread | None = None
+        self._serving = False
+        self._closed = False
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._httpd = _Server((host, port), _Handler, self, family)
+        self.host = host
+        self.port = self._httpd.server_address[1]
+
+    def __repr__(self):
+        return f"<KomboSandbox {self.url}>"  # never the key
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/v1"
+
+    @property
+    def base_url(self) -> str:
+        """`url` without `/v1`: where `/_sandbox/...` lives."""
+        return self.url[: -len("/v1")]
+
+    def start(self) -> "KomboSandbox":
+        if self._thread is None:
+            self._serving = True
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
+                name=f"kombo-sandbox-{self.port}", daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until `stop()` (from another thread) or an exception
+        such as KeyboardInterrupt; the caller should call `stop()` afterwards."""
+        self._serving = True
+        try:
+            self._httpd.serve_forever(poll_interval=0.2)
+        finally:
+            self._serving = False
+
+    def stop(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping.set()  # wakes delay/latency sleeps
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(5)
+        elif self._serving:
+            self._httpd.shutdown()
+        self._httpd.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:  # idle keep-alive connections would otherwise linger
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def __enter__(self) -> "KomboSandbox":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _track(self, conn, *, add: bool) -> None:
+        with self._lock:
+            (self._connections.add if add else self._connections.discard)(conn)
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds and seconds > 0:
+            self._stopping.wait(seconds)
+
+    # -- scripting and inspection -------------------------------------------------------------
+
+    def enqueue_fault(self, fault: Fault) -> None:
+        if not isinstance(fault, Fault):
+            raise TypeError("enqueue_fault takes a Fault")
+        with self._lock:
+            self._faults.append(fault)
+
+    def reset(self) -> None:
+        """Forget state, queued faults, recorded requests, extra warnings and in-flight maxima."""
+        with self._lock:
+            self._faults.clear()
+            self._requests.clear()
+            self._states.clear()
+            self.extra_warnings = []
+            self._max_in_flight = {k: v for k, v in self._in_flight.items() if v}
+            self._max_in_flight_total = self._in_flight_total
+            self._window_start = float("-inf")
+            self._window_count = 0
+
+    def packages(self, integration_id: str) -> list[dict]:
+        with self._lock:
+            state = self._states.get(integration_id)
+            return [dict(p) for p in state.live.values()] if state else []
+
+    def deleted_ids(self, integration_id: str) -> list[str]:
+        with self._lock:
+            state = self._states.get(integration_id)
+            return list(state.deleted) if state else []
+
+    def requests(self, method: str | None = None, integration_id: str | None = None) -> list[RecordedRequest]:
+        with self._lock:
+            return [
+                RecordedRequest(**{f.name: getattr(r, f.name) for f in fields(r)} | {"headers": dict(r.headers)})
+                for r in self._requests
+                if (method is None or r.method == method.upper())
+                and (integration_id is None or r.integration_id == integration_id)
+            ]
+
+    def max_in_flight(self, integration_id: str | None = None) -> int:
+        with self._lock:
+            if integration_id is None:
+                return self._max_in_flight_total
+            return self._max_in_flight.get(integration_id, 0)
+
+    def state(self) -> dict:
+        """What `/_sandbox/state` answers."""
+        with self._lock:
+            ids = [k for k in self._states] + [k for k in self._max_in_flight if k and k not in self._states]
+            return {
+                iid: {
+                    "packages": self.packages(iid),
+                    "deleted": self.deleted_ids(iid),
+                    "max_in_flight": self._max_in_flight.get(iid, 0),
+                }
+                for iid in ids
+            }
+
+    # -- one Kombo request ----------------------------------------------------------------------
+
+    def _kombo_request(self, method: str, raw_path: str, headers: dict[str, str], body: bytes):
+        lower = {k.lower(): v for k, v in headers.items()}
+        integration_id = lower.get("x-integration-id")
+        with self._lock:
+            self._counter += 1
+            record = RecordedRequest(
+                method=method, path=raw_path, headers=dict(headers), body=body,
+                integration_id=integration_id, started_at=time.monotonic(), interaction_id=self._counter,
+            )
+            self._requests.append(record)
+            self._in_flight[integration_id] = in_flight = self._in_flight.get(integration_id, 0) + 1
+            self._max_in_flight[integration_id] = max(self._max_in_flight.get(integration_id, 0), in_flight)
+            self._in_flight_total += 1
+            self._max_in_flight_total = max(self._max_in_flight_total, self._in_flight_total)
+            fault = next((f for f in self._faults if f.matches(integration_id)), None)
+            if fault is not None:
+                self._faults.remove(fault)
+
+        outcome = None
+        try:
+            outcome = self._answer(record, lower, fault, in_flight)
+        except Exception as exc:  # a sandbox bug must still answer in Kombo's shape
+            outcome = self._error(record, 500, "PLATFORM.UNKNOWN_ERROR", "Unknown error.",
+                                  f"The sandbox failed: {type(exc).__name__}: {exc}")
+        finally:
+            with self._lock:
+                record.ended_at = time.monotonic()
+                record.status = outcome.status if isinstance(outcome, _Response) else None
+                self._in_flight[integration_id] -= 1
+                self._in_flight_total -= 1
+            if self.verbose:
+                ms = (record.ended_at - record.started_at) * 1000
+                status = record.status if record.status is not None else "RESET"
+                print(f"[kombo-sandbox] {method} {raw_path} {integration_id or '-'} -> {status} ({ms:.0f} ms)",
+                      file=sys.stderr, flush=True)
+        return outcome
+
+    def _answer(self, record: RecordedRequest, headers: dict[str, str], fault: Fault | None, in_flight: int):
+        if fault is not None and fault.is_slow_server:
+            self._sleep(fault.delay)
+            fault = None
+        if fault is None:
+            return self._handle(record, headers, in_flight)
+        if fault.apply:
+            self._handle(record, headers, in_flight)
+        self._sleep(fault.delay)
+        if fault.reset:
+            return _RESET
+        body, default_type = fault.encoded_body()
+        out = [(k, str(v)) for k, v in fault.headers.items()
+               if k.lower() not in ("content-length", "transfer-encoding", "connection")]
+        has_type = any(k.lower() == "content-type" for k, _ in out)
+        content_type = fault.content_type or (None if has_type else default_type)
+        if content_type:
+            out = [(k, v) for k, v in out if k.lower() != "content-type"] + [("Content-Type", content_type)]
+        return _Response(fault.status, body, out)
+
+    def _handle(self, record: RecordedRequest, headers: dict[str, str], in_flight: int) -> _Response:
+        """Normal handling. `in_flight`: requests in flight for this integration when this one
+        arrived, itself included (decided at arrival, so simultaneous arrivals cannot all fail)."""
+        limited = self._rate_limit()
+        if limited is not None:
+            return self._error(record, 429, "PLATFORM.RATE_LIMIT_EXCEEDED", "Rate limit exceeded.",
+                               "You have exceeded the rate limit. Please retry later.",
+                               extra_headers=[("Retry-After", str(limited))])
+
+        path = urlsplit(record.path).path.rstrip("/")
+        if not path.endswith(ROUTE_SUFFIX):
+            return self._error(record, 404, None, None, f"No route for {record.method} {path or '/'}.")
+        if record.method not in ("GET", "PUT"):
+            return self._error(record, 405, None, None,
+                               f"Method {record.method} is not allowed on {ROUTE_SUFFIX}.",
+                               extra_headers=[("Allow", "GET, PUT")])
+
+        auth = headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        token = token.strip()
+        valid = scheme.lower() == "bearer" and bool(token)
+        if valid and self._api_key is not None:
+            valid = hmac.compare_digest(token.encode(), self._api_key.encode())
+        if not valid:
+            return self._error(record, 401, "PLATFORM.AUTHENTICATION_INVALID", "The API key is invalid.",
+                               "The Authorization header must be \"Bearer <API key>\" with a valid API key.")
+
+        integration_id = record.integration_id
+        if not integration_id or not INTEGRATION_ID_RE.match(integration_id):
+            what = "is missing" if not integration_id else "is not a valid integration id"
+            return self._error(record, 404, "PLATFORM.INTEGRATION_NOT_FOUND", "The integration was not found.",
+                               f"The X-Integration-Id header {what} (expected \"<tool>:<id>\").")
+
+        if in_flight > self.concurrency_limit:
+            return self._error(record, 429, "PLATFORM.CONCURRENCY_LIMIT_EXCEEDED", "Concurrency limit exceeded.",
+                               f"More than {self.concurrency_limit} requests are in flight for this integration.")
+
+        tool = integration_id.split(":", 1)[0].lower()
+        if tool == "notfound":
+            return self._error(record, 404, "PLATFORM.INTEGRATION_NOT_FOUND", "The integration was not found.",
+                               f"No integration with the id \"{integration_id}\" exists in this environment.")
+        if tool == "syncpending":
+            return self._error(record, 409, "INTEGRATION.SETUP_SYNC_PENDING",
+                               "The integration's initial sync is still running.",
+                               "This integration is still running its first sync. Please retry once it has finished.")
+        if tool == "inactive":
+            return self._error(record, 403, "INTEGRATION.INACTIVE", "The integration is inactive.",
+                               "This integration is inactive. The customer must reconnect it.")
+
+        if record.method == "GET":
+            return self._get(record, integration_id)
+        return self._put(record, headers, integration_id, tool)
+
+    def _get(self, record, integration_id) -> _Response:
+        with self._lock:
+            state = self._states.get(integration_id)
+            packages = [
+                {"id": p["id"], "name": p["name"], "description": p["description"],
+                 "updated_at": state.updated_at.get(p["id"]), "type": p["type"]}
+                for p in state.live.values()
+            ] if state else []
+        return self._json(record, 200, {"status": "success", "data": {"packages": packages}})
+
+    def _put(self, record, headers, integration_id, tool) -> _Response:
+        self._sleep(self.latency)
+        media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        try:
+            if media_type != "application/json":
+                raise _InputInvalid(
+                    f"Content-Type must be application/json (got {media_type or 'none'})")
+            packages = _validate_put_body(record.body)
+        except _InputInvalid as exc:
+            return self._error(record, 400, "PLATFORM.INPUT_INVALID", INPUT_INVALID_TITLE, str(exc))
+
+        warnings = []
+        if self.warn_long_names:
+            warnings += [f'Package "{p["id"]}": names longer than {LONG_NAME} characters are cut in this ATS.'
+                         for p in packages if len(p["name"]) > LONG_NAME]
+        warnings += [str(m) for m in list(self.extra_warnings)]
+        if tool in MANUAL_ENTRY_TOOLS:
+            warnings.append(
+                f"{MANUAL_ENTRY_TOOLS[tool]} cannot take packages through the API: the customer must enter "
+                "them by hand in the ATS (Kombo can export a CSV of names and reference ids)."
+            )
+        with self._lock:
+            self._states.setdefault(integration_id, _IntegrationState()).replace(packages)
+        return self._json(record, 200, {"status": "success", "data": {},
+                                        "warnings": [{"message": m} for m in warnings]})
+
+    # -- answers --------------------------------------------------------------------------------
+
+    def _rate_limit(self) -> int | None:
+        """Count this request in the window; the Retry-After seconds if it must be refused."""
+        if self.rate_limit_per_second is None:
+            return None
+        with self._lock:
+            now = time.monotonic()
+            if now - self._window_start >= 1.0:
+                self._window_start, self._window_count = now, 0
+            if self._window_count >= self._rate_capacity():
+                return max(1, math.ceil(self._window_start + 1.0 - now))
+            self._window_count += 1
+            return None
+
+    def _rate_capacity(self) -> int:
+        return max(1, round(self.rate_limit_per_second))
+
+    def _limit_headers(self, integration_id) -> list[tuple[str, str]]:
+        with self._lock:
+            now = time.monotonic()
+            if self.rate_limit_per_second is None:
+                window, limit = DEFAULT_HEADER_WINDOW, DEFAULT_HEADER_LIMIT
+                if now - self._window_start >= window:
+                    self._window_start, self._window_count = now, 0
+                self._window_count += 1  # notional budget: counted, never enforced
+            else:
+                window, limit = 1.0, self._rate_capacity()
+                if now - self._window_start >= window:
+                    self._window_start, self._window_count = now, 0
+            remaining = max(0, limit - self._window_count)
+            reset = max(0, math.ceil(self._window_start + window - now))
+            in_flight = self._in_flight.get(integration_id, 0)
+        return [
+            ("ratelimit-limit", str(limit)),
+            ("ratelimit-remaining", str(remaining)),
+            ("ratelimit-reset", str(reset)),
+            ("Concurrency-Limit", str(self.concurrency_limit)),
+            ("Concurrency-Remaining", str(max(0, self.concurrency_limit - in_flight))),
+        ]
+
+    def _json(self, record, status, payload, extra_headers=()) -> _Response:
+        headers = [("Content-Type", "application/json")] + self._limit_headers(record.integration_id)
+        return _Response(status, _json_bytes(payload), headers + list(extra_headers))
+
+    def _log_url(self, record) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/logs?interactionId={record.interaction_id}"
+
+    @staticmethod
+    def _error_body(code, title, message, log_url) -> dict:
+        return {"status": "error", "error": {"code": code, "title": title, "message": message, "log_url": log_url}}
+
+    def _error(self, record, status, code, title, message, extra_headers=()) -> _Response:
+        return self._json(record, status, self._error_body(code, title, message, self._log_url(record)),
+                          extra_headers)
+
+    # -- control endpoints ----------------------------------------------------------------------
+
+    def _control(self, method: str, raw_path: str, body: bytes) -> _Response:
+        path = urlsplit(raw_path).path.rstrip("/")
+        json_type = [("Content-Type", "application/json")]
+
+        def bad(message, status=400):
+            return _Response(status, _json_bytes(self._error_body(None, None, message, None)), json_type)
+
+        def ok(payload=None):
+            if payload is None:
+                return _Response(204)
+            return _Response(200, _json_bytes(payload), json_type)
+
+        def load():
+            try:
+                return json.loads(body.decode("utf-8")) if body.strip() else {}
+            except (UnicodeDecodeError, ValueError):
+                raise _InputInvalid("body is not valid JSON") from None
+
+        routes = {
+            "/_sandbox/faults": "POST", "/_sandbox/reset": "POST", "/_sandbox/warnings": "POST",
+            "/_sandbox/requests": "GET", "/_sandbox/state": "GET",
+        }
+        if path not in routes:
+            return bad(f"No sandbox control endpoint {path}.", 404)
+        if method != routes[path]:
+            return bad(f"Use {routes[path]} for {path}.", 405)
+        try:
+            if path == "/_sandbox/faults":
+                payload = load()
+                items = payload if isinstance(payload, list) else [payload]
+                allowed = {f.name for f in fields(Fault)}
+                faults = []
+                for item in items:
+                    if not isinstance(item, dict):
+                        raise _InputInvalid("a fault must be a JSON object")
+                    unknown = set(item) - allowed
+                    if unknown:
+                        raise _InputInvalid(f"unknown Fault fields: {', '.join(sorted(unknown))}")
+                    try:
+                        faults.append(Fault(**item))
+                    except TypeError as exc:
+                        raise _InputInvalid(str(exc)) from None
+                for fault in faults:
+                    self.enqueue_fault(fault)
+                return ok()
+            if path == "/_sandbox/reset":
+                self.reset()
+                return ok()
+            if path == "/_sandbox/warnings":
+                payload = load()
+                messages = payload.get("messages") if isinstance(payload, dict) else None
+                if not isinstance(messages, list) or not all(isinstance(m, str) for m in messages):
+                    raise _InputInvalid('expected {"messages": ["...", ...]}')
+                self.extra_warnings = list(messages)
+                return ok()
+            if path == "/_sandbox/requests":
+                return ok([r.public_dict() for r in self.requests()])
+            return ok(self.state())
+        except _InputInvalid as exc:
+            return bad(str(exc))
+
+
+if __name__ == "__main__":  # python -m packages_app.sandbox [port]
+    sandbox = KomboSandbox(port=int(sys.argv[1]) if len(sys.argv) > 1 else 8765, verbose=True)
+    print(f"Kombo sandbox listening on {sandbox.url}", flush=True)
+    try:
+        sandbox.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sandbox.stop()

@@ -20,7 +20,6 @@ from .models import (
     AssessmentPackage,
     Integration,
     Publication,
-    PublicationAttempt,
     SyncStatus,
 )
 
@@ -414,21 +413,6 @@ class IntegrationAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
 
 # --- the ledger -----------------------------------------------------------------------------
 
-class PublicationAttemptInline(admin.TabularInline):
-    model = PublicationAttempt
-    extra = 0
-    can_delete = False
-    fields = ("number", "started_at", "finished_at", "http_status", "error_code", "outcome",
-              "message", "wait_seconds")
-    readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Publication)
 class PublicationAdmin(admin.ModelAdmin):
     list_display = ("id", "integration", "status_badge", "requested_at", "requested_by",
@@ -439,22 +423,14 @@ class PublicationAdmin(admin.ModelAdmin):
                      "error_message")
     list_select_related = ("integration", "requested_by")
     date_hierarchy = "requested_at"
-    inlines = (PublicationAttemptInline,)
+    # What changes while a publication runs is in the live box above the form (it polls);
+    # the fields below never change once the publication exists.
     fieldsets = (
-        (None, {"fields": ("integration", "status_badge", "failure_reason", "requested_by",
-                           "requested_at")}),
-        ("Kombo's answer", {"fields": ("http_status", "warnings_list", "error_code", "error_title",
-                                       "error_message", "log_link", "rate_limit_headers",
-                                       "response_body")}),
+        (None, {"fields": ("integration", "requested_by", "requested_at")}),
         ("What was sent", {"fields": ("package_count", "body_sha256", "pretty_body")}),
-        ("Timing", {"fields": ("attempts", "enqueued_at", "next_attempt_at", "started_at",
-                               "finished_at")}),
     )
-    readonly_fields = ("integration", "status_badge", "failure_reason", "requested_by",
-                       "requested_at", "http_status", "warnings_list", "error_code", "error_title",
-                       "error_message", "log_link", "rate_limit_headers", "response_body",
-                       "package_count", "body_sha256", "pretty_body", "attempts", "enqueued_at",
-                       "next_attempt_at", "started_at", "finished_at")
+    readonly_fields = ("integration", "requested_by", "requested_at", "package_count",
+                       "body_sha256", "pretty_body")
     change_form_template = "admin/packages_app/publication/change_form.html"
 
     def has_add_permission(self, request):
@@ -474,22 +450,6 @@ class PublicationAdmin(admin.ModelAdmin):
     def warning_count(self, obj):
         return len(obj.warnings or [])
 
-    @admin.display(description="warnings")
-    def warnings_list(self, obj):
-        if not obj.warnings:
-            return "None"
-        return format_html(
-            '<ul class="kombo-warnings">{}</ul>',
-            format_html_join("", '<li style="color:#8a5300">{}</li>', ((w,) for w in obj.warnings)),
-        )
-
-    @admin.display(description="Kombo log")
-    def log_link(self, obj):
-        if not obj.error_log_url:
-            return "—"
-        return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>',
-                           obj.error_log_url, obj.error_log_url)
-
     @admin.display(description="body")
     def pretty_body(self, obj):
         import json
@@ -506,6 +466,7 @@ class PublicationAdmin(admin.ModelAdmin):
     def _live_html(self, request, publication):
         return render_to_string("admin/packages_app/publication/_live.html", {
             "publication": publication,
+            "attempts": list(publication.attempt_log.all()),
             "badge": publication_badge(publication),
             "can_publish": request.user.has_perm(PUBLISH_PERMISSION),
         }, request)

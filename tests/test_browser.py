@@ -1,0 +1,160 @@
+"""The whole staff flow in a real browser (Playwright driving Debian's Chromium, headless),
+against a live server, a real Celery worker and the Kombo sandbox. Screenshots of each step go
+to tests/screenshots/ (git-ignored)."""
+import os
+import re
+from pathlib import Path
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.contrib.auth.models import User
+
+from kombo_admin.celery import app
+from packages_app.models import Publication
+
+# Playwright's sync API runs an event loop in this thread; the ORM calls the tests make
+# between browser steps are plain synchronous calls, which Django would otherwise refuse.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parent / "screenshots"
+LONG_NAME = "Senior TypeScript engineer: algorithms, testing and system design"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def worker():
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_declare(queue="celery", durable=True, auto_delete=False)
+        connection.default_channel.queue_purge("celery")
+    with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=10):
+        yield
+
+
+@pytest.fixture
+def page(browser, live_server, sandbox, worker):
+    User.objects.create_superuser("staff", password="a-long-test-password-1")
+    SHOTS.mkdir(exist_ok=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live_server.url)
+    page = context.new_page()
+    page.set_default_timeout(20000)
+    # Shown with the failure report if a step times out.
+    page.on("console", lambda m: print("browser console:", m.type, m.text) if m.type == "error" else None)
+    yield page
+    context.close()
+
+
+def shot(page, name):
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def add_package(page, package_id, name, type_="SKILLS_TEST"):
+    page.goto("/admin/packages_app/assessmentpackage/add/")
+    page.fill("#id_package_id", package_id)
+    page.select_option("#id_type", type_)
+    page.fill("#id_name", name)
+    page.fill("#id_description", f"What {name} measures, in two lines.")
+    page.click("input[name=_save]")
+    page.wait_for_selector(".messagelist .success")
+
+
+def add_integration(page, name, kombo_id, package_labels):
+    page.goto("/admin/packages_app/integration/add/")
+    page.fill("#id_name", name)
+    page.fill("#id_kombo_integration_id", kombo_id)
+    page.select_option("#id_packages_from", label=package_labels)
+    page.click("#id_packages_add")
+    page.click("input[name=_continue]")
+    page.wait_for_selector(".messagelist .success")
+
+
+def publish_from_integration_page(page, name):
+    page.goto("/admin/packages_app/integration/")
+    page.click(f"text={name}")
+    page.click("a.kombo-publish-button")
+    page.wait_for_selector("h1:has-text('Publish to Kombo')")
+
+
+def test_staff_flow_publish_read_diff_watch_status_remove_and_fail(page):
+    # Log in.
+    page.goto("/admin/")
+    page.fill("#id_username", "staff")
+    page.fill("#id_password", "a-long-test-password-1")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#site-name")
+
+    # Create packages and an integration that offers them.
+    add_package(page, "1001", LONG_NAME)
+    add_package(page, "1002", "Video interview", "VIDEO_INTERVIEW")
+    add_integration(page, "Acme Corp", "recruitee:HWUTwvyx2wLoSUHphiWVrp28",
+                    [f"{LONG_NAME} (1001)", "Video interview (1002)"])
+    shot(page, "01-integration")
+
+    # Publish: the confirmation page shows what will be added.
+    page.click("a.kombo-publish-button")
+    page.wait_for_selector("h1:has-text('Publish to Kombo')")
+    assert "2 to add" in page.inner_text(".kombo-preview")
+    shot(page, "02-confirm-first-publish")
+    page.click("input[type=submit][value='Yes, publish to Kombo']")
+
+    # The publication page updates by itself until Kombo's answer is in, warnings highlighted.
+    page.wait_for_selector("#kombo-live .status-succeeded")
+    warnings = page.inner_text(".kombo-warnings-box")
+    assert "Kombo returned 1 warning" in warnings and 'Package "1001"' in warnings
+    shot(page, "03-publication-succeeded-with-warning")
+    assert Publication.objects.get().status == "succeeded"
+
+    # The list shows the integration in sync.
+    page.goto("/admin/packages_app/integration/")
+    assert page.inner_text("td.field-sync_status_badge") == "In sync"
+
+    # Remove one of the two packages: half the list, so the removal must be confirmed by name.
+    page.click("text=Acme Corp")
+    page.select_option("#id_packages_to", label="Video interview (1002)")
+    page.click("#id_packages_remove")
+    page.click("input[name=_continue]")
+    page.wait_for_selector(".messagelist .success")
+    page.goto("/admin/packages_app/integration/")
+    assert page.inner_text("td.field-sync_status_badge") == "Changed since last publish"
+    publish_from_integration_page(page, "Acme Corp")
+    removals = page.inner_text(".kombo-removals")
+    assert "1 package will be removed." in removals and "mark it deleted for Acme Corp" in removals
+    assert "1002" in removals
+    shot(page, "04-confirm-removal")
+    page.click("input[type=submit][value='Yes, publish to Kombo']")
+    assert "Tick the box to confirm that Kombo will mark 1 package(s) deleted" in page.inner_text(".errorlist")
+    page.check("#confirm-removals")
+    page.click("input[type=submit][value='Yes, publish to Kombo']")
+    page.wait_for_selector("#kombo-live .status-succeeded")
+    assert Publication.objects.filter(status="succeeded").count() == 2
+
+    # A publish Kombo refuses shows its code, message and log link.
+    add_integration(page, "Initech", "notfound:Initech42", ["Video interview (1002)"])
+    page.click("a.kombo-publish-button")
+    page.click("input[type=submit][value='Yes, publish to Kombo']")
+    page.wait_for_selector("#kombo-live .status-failed")
+    error = page.inner_text(".kombo-error")
+    assert "PLATFORM.INTEGRATION_NOT_FOUND" in error
+    assert re.match(r"http://127\.0\.0\.1:\d+/logs\?interactionId=\d+", page.get_attribute("a.kombo-log-url", "href"))
+    assert page.is_visible("a.kombo-republish")
+    shot(page, "05-publication-failed")
+
+    page.goto("/admin/packages_app/integration/")
+    shot(page, "06-integrations-list")
+    assert "Last publish failed" in page.inner_text("#result_list")

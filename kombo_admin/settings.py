@@ -155,6 +155,11 @@ KOMBO_SYNC_PENDING_RETRY_SECONDS = env.float("KOMBO_SYNC_PENDING_RETRY_SECONDS",
 KOMBO_SYNC_PENDING_MAX_SECONDS = env.float("KOMBO_SYNC_PENDING_MAX_SECONDS", default=86400.0)
 KOMBO_STUCK_QUEUED_SECONDS = env.float("KOMBO_STUCK_QUEUED_SECONDS", default=120.0)
 KOMBO_SWEEP_INTERVAL_SECONDS = env.float("KOMBO_SWEEP_INTERVAL_SECONDS", default=30.0)
+# Requests to Kombo per second, shared by all workers (0 turns pacing off). Kombo's documented
+# sample limit is 300 per window; 5 per second stays under it if the window is a minute.
+KOMBO_RATE_LIMIT_PER_SECOND = env.float("KOMBO_RATE_LIMIT_PER_SECOND", default=5.0)
+# A worker waits in place for its slot up to this long; a longer wait is re-queued instead.
+KOMBO_PACING_MAX_WAIT_SECONDS = env.float("KOMBO_PACING_MAX_WAIT_SECONDS", default=30.0)
 # Removing more packages than this in one publish needs an explicit tick (half or more always does).
 KOMBO_REMOVAL_CONFIRMATION_THRESHOLD = env.int("KOMBO_REMOVAL_CONFIRMATION_THRESHOLD", default=10)
 
@@ -197,6 +202,11 @@ else:
         # well below it (CELERY_TASK_TIME_LIMIT) so a slow task is never run twice by accident.
         "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
     }
+# Where the workers share their pacing schedule: the broker's Redis by default.
+KOMBO_PACING_REDIS_URL = env.str(
+    "KOMBO_PACING_REDIS_URL",
+    default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "",
+)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
@@ -206,7 +216,9 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # One PUT may take connect + read timeout; the time limit leaves room for the database work.
-CELERY_TASK_SOFT_TIME_LIMIT = int(KOMBO_CONNECT_TIMEOUT + KOMBO_READ_TIMEOUT + 30)
+CELERY_TASK_SOFT_TIME_LIMIT = int(
+    KOMBO_CONNECT_TIMEOUT + KOMBO_READ_TIMEOUT + KOMBO_PACING_MAX_WAIT_SECONDS + 30
+)
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 15
 CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-publications": {

@@ -9,6 +9,7 @@ integration; a re-run sends the same bytes and ends in the same state.
 import logging
 import os
 import random
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -17,7 +18,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import kombo, payloads
+from . import kombo, pacing, payloads
 from .models import Integration, Publication, PublicationAttempt
 from .retrying import backoff_seconds
 
@@ -58,8 +59,10 @@ def integration_base_url(integration):
 
 
 def lease_seconds():
-    """Longer than any one request can take, so a live request never loses its lease."""
-    return settings.KOMBO_CONNECT_TIMEOUT + settings.KOMBO_READ_TIMEOUT + 5.0
+    """Longer than any one attempt can take (its pacing wait and its request), so a live
+    attempt never loses its lease."""
+    return (settings.KOMBO_CONNECT_TIMEOUT + settings.KOMBO_READ_TIMEOUT
+            + settings.KOMBO_PACING_MAX_WAIT_SECONDS + 5.0)
 
 
 _client = None
@@ -248,6 +251,14 @@ def _not_due(publication):
 
 
 def _execute_with_lease(publication_id):
+    # Take our place in the shared schedule first: a long wait (Kombo said 429 for a while)
+    # goes back to the queue instead of holding a worker.
+    wait = pacing.reserve_slot()
+    if wait > settings.KOMBO_PACING_MAX_WAIT_SECONDS:
+        publication_enqueue(publication_id=publication_id, countdown=wait)
+        return ExecuteResult("paced", retry_in=wait)
+    if wait > 0:
+        time.sleep(wait)
     now = timezone.now()
     with transaction.atomic():
         publication = (
@@ -286,6 +297,7 @@ def _execute_with_lease(publication_id):
             body=publication.body.encode("utf-8"),
         )
     except kombo.KomboError as error:
+        pacing.observe(http_status=error.http_status, retry_after=error.retry_after)
         return _record_error(publication, attempt, error)
     return _record_success(publication, attempt, success)
 

@@ -1,0 +1,98 @@
+"""Pacing shared by every worker: at most KOMBO_RATE_LIMIT_PER_SECOND requests to Kombo, evenly
+spaced, and everyone pauses when Kombo answers 429.
+
+The schedule is GCRA (a token bucket without a refill loop): one Redis key holds the theoretical
+time of the next free slot; each request takes the slot and moves it on by 1/rate. A 429 moves it
+past Retry-After (or ratelimit-reset), so all workers wait instead of hammering. Redis's own clock
+is used, so workers on different machines agree. Without Redis (the embedded development broker)
+each process paces itself.
+"""
+import threading
+import time
+
+from django.conf import settings
+
+SLOT_KEY = "kombo:pacing:next-slot"
+
+# KEYS[1] the slot key. ARGV: interval (s), hold (s: push the slot at least this far from now).
+# Returns how long the caller must wait before sending (s, as a string: Lua numbers lose
+# precision through the integer reply).
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local slot = tonumber(redis.call('GET', KEYS[1]) or '0')
+local interval = tonumber(ARGV[1])
+local hold = tonumber(ARGV[2])
+if hold > 0 then
+  slot = math.max(slot, now + hold)
+  redis.call('SET', KEYS[1], string.format('%.6f', slot), 'EX', math.ceil(hold) + 60)
+  return '0'
+end
+if slot < now then slot = now end
+redis.call('SET', KEYS[1], string.format('%.6f', slot + interval), 'EX', 3600)
+return string.format('%.6f', slot - now)
+"""
+
+
+class LocalPacer:
+    """The same schedule for one process (development without Redis)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._slot = 0.0
+
+    def reserve(self, interval):
+        with self._lock:
+            now = time.monotonic()
+            slot = max(self._slot, now)
+            self._slot = slot + interval
+            return slot - now
+
+    def hold(self, seconds):
+        with self._lock:
+            self._slot = max(self._slot, time.monotonic() + seconds)
+
+
+class RedisPacer:
+    def __init__(self, url):
+        import redis
+
+        self._client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._script = self._client.register_script(_RESERVE)
+
+    def reserve(self, interval):
+        return float(self._script(keys=[SLOT_KEY], args=[interval, 0]))
+
+    def hold(self, seconds):
+        self._script(keys=[SLOT_KEY], args=[0, seconds])
+
+
+_pacer = None
+_pacer_key = None
+
+
+def pacer():
+    global _pacer, _pacer_key
+    url = settings.KOMBO_PACING_REDIS_URL
+    if _pacer is None or _pacer_key != url:
+        _pacer = RedisPacer(url) if url else LocalPacer()
+        _pacer_key = url
+    return _pacer
+
+
+def reserve_slot():
+    """Seconds to wait before sending the next request (0 when pacing is off)."""
+    rate = settings.KOMBO_RATE_LIMIT_PER_SECOND
+    if not rate or rate <= 0:
+        return 0.0
+    return pacer().reserve(1.0 / rate)
+
+
+def observe(*, http_status, retry_after):
+    """After a 429, hold every worker back for as long as Kombo asked (at least one second)."""
+    if http_status != 429:
+        return
+    rate = settings.KOMBO_RATE_LIMIT_PER_SECOND
+    if not rate or rate <= 0:
+        return
+    pacer().hold(min(max(retry_after or 1.0, 0.1), settings.KOMBO_RETRY_MAX_WAIT_SECONDS))

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Install and run all the tests. Extra arguments go to pytest:
+#
+#     bash scripts/test.sh                      # everything
+#     bash scripts/test.sh -x tests/test_diff.py -k removed
+#
+# Needs PostgreSQL on 127.0.0.1:5432 (user postgres, or TEST_DATABASE_URL), Redis on
+# 127.0.0.1:6379 (or TEST_CELERY_BROKER_URL) and Debian's chromium. Nothing is skipped: when a
+# service is missing this script says so and fails.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PYTHON=${PYTHON:-python3}
+
+say() { printf '[test] %s\n' "$*"; }
+die() { printf '[test] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# --- Python environment -------------------------------------------------------------------------
+if [[ ! -x .venv/bin/python ]]; then
+    command -v "$PYTHON" >/dev/null || die "$PYTHON not found. Install Python 3.11 (Debian: apt-get install python3 python3-venv)."
+    say "Creating .venv with $("$PYTHON" --version 2>&1)"
+    if ! "$PYTHON" -m venv .venv; then
+        rm -rf .venv
+        die "Could not create a virtual environment. On Debian/Ubuntu: sudo apt-get install python3-venv"
+    fi
+fi
+# shellcheck disable=SC1091
+source .venv/bin/activate
+
+# Reinstall only when a requirements file changed since the last successful install.
+stamp=.venv/.requirements-dev.txt.sha256
+want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
+    say "Installing requirements-dev.txt into .venv (quietly)"
+    python -m pip install --quiet -r requirements-dev.txt
+    echo "$want" > "$stamp"
+fi
+
+# --- Chromium for the browser tests (Playwright drives Debian's package, no download) -----------
+if [[ ! -x /usr/bin/chromium ]]; then
+    if [[ $(id -u) == 0 ]]; then
+        say "Installing chromium (apt-get)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+    else
+        die "/usr/bin/chromium is missing; the browser tests need it. Install it: sudo apt-get install chromium"
+    fi
+fi
+
+# --- PostgreSQL and Redis must answer -----------------------------------------------------------
+python - <<'EOF'
+import os
+import sys
+from urllib.parse import urlsplit
+
+db_url = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/kombo_admin")
+broker_url = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+problems = []
+
+
+def where(url):
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or ''}".rstrip(":")
+
+
+try:
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    # django-environ spells it several ways; libpq knows postgres:// and postgresql://.
+    scheme, rest = db_url.split("://", 1)
+    if scheme in {"pgsql", "postgis", "psql"}:
+        db_url = "postgres://" + rest
+    # The server and the credentials, on the maintenance database: pytest-django creates its own.
+    with psycopg.connect(make_conninfo(db_url, dbname="postgres"), connect_timeout=5) as conn:
+        conn.execute("SELECT 1")
+except Exception as exc:
+    problems.append(
+        f"PostgreSQL is not reachable at {where(db_url)} ({type(exc).__name__}: {str(exc).strip()[:200]}).\n"
+        "    Start it, e.g. on Debian: sudo pg_ctlcluster $(ls /etc/postgresql) main start\n"
+        "    (install: sudo apt-get install postgresql; the tests connect as user postgres\n"
+        "    without a password on 127.0.0.1, or set TEST_DATABASE_URL=postgres://USER:PASS@HOST:PORT/NAME)"
+    )
+
+try:
+    if broker_url.startswith(("redis://", "rediss://")):
+        import redis
+
+        redis.Redis.from_url(broker_url, socket_connect_timeout=5, socket_timeout=5).ping()
+    else:
+        from kombu import Connection
+
+        with Connection(broker_url, connect_timeout=5) as conn:
+            conn.ensure_connection(max_retries=1)
+except Exception as exc:
+    problems.append(
+        f"The broker is not reachable at {where(broker_url)} ({type(exc).__name__}: {str(exc).strip()[:200]}).\n"
+        "    Start Redis, e.g. on Debian: sudo systemctl start redis-server, or\n"
+        "    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no\n"
+        "    (install: sudo apt-get install redis-server; or set TEST_CELERY_BROKER_URL)"
+    )
+
+if problems:
+    print("[test] ERROR: the tests need these services; none is ever skipped:", file=sys.stderr)
+    for problem in problems:
+        print("  - " + problem, file=sys.stderr)
+    sys.exit(1)
+print(f"[test] PostgreSQL at {where(db_url)} and the broker at {where(broker_url)} answer.")
+EOF
+
+# --- The tests ----------------------------------------------------------------------------------
+status=0
+python -m pytest "$@" || status=$?
+exit "$status"

@@ -9,6 +9,8 @@ from .health import health
 admin.site.site_header = "Kombo package publisher"
 admin.site.site_title = "Kombo package publisher"
 admin.site.index_title = "Catalogue and publishing"
+# The lists are wide (sync status, last publish): give them the whole width.
+admin.site.enable_nav_sidebar = False
 
 urlpatterns = [
     path("health/", health, name="health"),

@@ -244,7 +244,9 @@ class IntegrationAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
 
     @admin.display(description="last published", ordering="last_published_at")
     def last_published(self, obj):
-        return obj.last_published_at or "—"
+        if not obj.last_published_at:
+            return "—"
+        return timezone.localtime(obj.last_published_at).strftime("%d %b %Y %H:%M")
 
     # Publishing ---------------------------------------------------------------------------
     def has_publish_permission(self, request):

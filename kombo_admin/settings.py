@@ -5,6 +5,7 @@ Defaults give a working machine with nothing installed: SQLite and Celery's file
 `var/`. Production sets DATABASE_URL, CELERY_BROKER_URL, KOMBO_API_KEY and the DJANGO_* names.
 """
 import ipaddress
+import re
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -134,7 +135,11 @@ SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=not DEB
 CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=not DEBUG)
 SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
-SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+# Preload is on in production so `check --deploy` is clean; a domain on the preload list must
+# stay on HTTPS for good: set DJANGO_SECURE_HSTS_PRELOAD=false if that is not the plan.
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=not DEBUG)
+# Load balancers probe the health endpoint over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^health/$"]
 X_FRAME_OPTIONS = "DENY"
 
 # --- Kombo -------------------------------------------------------------------------------------
@@ -144,6 +149,12 @@ KOMBO_REGION_URLS = {
 }
 # The key is read from the environment only and never stored, logged or rendered.
 KOMBO_API_KEY = env.str("KOMBO_API_KEY", default="")
+if KOMBO_API_KEY and not re.fullmatch(r"[\x21-\x7e]+", KOMBO_API_KEY):
+    # Said without the value: the key must never reach a log, even a start-up error.
+    raise ImproperlyConfigured(
+        "KOMBO_API_KEY contains spaces, line breaks or non-ASCII characters: paste the key "
+        "exactly as Kombo's dashboard shows it."
+    )
 # Overrides the region's base URL for every integration (a sandbox, a test server).
 KOMBO_API_URL = env.str("KOMBO_API_URL", default="").rstrip("/")
 KOMBO_CONNECT_TIMEOUT = env.float("KOMBO_CONNECT_TIMEOUT", default=5.0)

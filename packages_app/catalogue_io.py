@@ -57,7 +57,8 @@ def export_json(packages=None):
 def export_csv(packages=None):
     packages = AssessmentPackage.objects.all() if packages is None else packages
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    # RFC 4180 line ends: a field holding any \r or \n is then quoted and reads back whole.
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(COLUMNS)
     for entry in payloads.build_body(packages)["packages"]:
         writer.writerow([entry[c] for c in COLUMNS])
@@ -90,6 +91,10 @@ def parse_json(text):
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ImportFormatError(f"Not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from None
+    except RecursionError:
+        raise ImportFormatError("Not valid JSON for a catalogue: nested too deeply.") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python converts
+        raise ImportFormatError(f"Not valid JSON for a catalogue: {exc}.") from None
     if not isinstance(document, dict) or not isinstance(document.get("packages"), list):
         raise ImportFormatError('The JSON must be an object with a "packages" list, as Kombo receives it.')
     return [(f"packages[{i}]", row) for i, row in enumerate(document["packages"])]
@@ -127,15 +132,23 @@ def parse_csv(text):
     return rows
 
 
+def _storable(value):
+    """A string PostgreSQL can store and compare: no NUL, valid UTF-8."""
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _validate(rows):
     """Model instances ready to save, or the errors of every bad row."""
     errors, instances, seen = [], [], {}
-    existing = {
-        p.package_id: p
-        for p in AssessmentPackage.objects.filter(
-            package_id__in=[r.get("id") for _, r in rows if isinstance(r, dict) and isinstance(r.get("id"), str)]
-        )
-    }
+    # Only ids the database can hold are looked up; the others fail validation below.
+    lookup = [r.get("id") for _, r in rows if isinstance(r, dict) and _storable(r.get("id"))]
+    existing = {p.package_id: p for p in AssessmentPackage.objects.filter(package_id__in=lookup)}
     for where, row in rows:
         if isinstance(row, Exception):
             errors.append(RowError(where, str(row)))

@@ -188,6 +188,15 @@ class KomboClient:
                 f"Request to Kombo failed: {type(exc).__name__}.",
                 elapsed=time.monotonic() - started,
             ) from None
+        except (UnicodeError, ValueError) as exc:
+            # Raised while encoding the request, headers included: the message would quote the
+            # Authorization header, so only the type is kept. A person must fix the settings.
+            raise KomboError(
+                ErrorKind.PERMANENT,
+                f"The request could not be encoded ({type(exc).__name__}): check that KOMBO_API_KEY "
+                "and the integration id contain only ASCII characters.",
+                elapsed=time.monotonic() - started,
+            ) from None
         return response, time.monotonic() - started
 
     def set_packages(self, *, base_url, integration_id, body: bytes) -> KomboSuccess:

@@ -4,7 +4,7 @@ import re
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import MaxLengthValidator, RegexValidator
 from django.db import models
 from django.db.models import OuterRef, Prefetch, Subquery
 
@@ -19,15 +19,23 @@ class PackageType(models.TextChoices):
     REFERENCE_CHECK = "REFERENCE_CHECK", "Reference check"
 
 
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 control characters, and Unicode's own line and paragraph separators.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def validate_clean_text(value):
-    """Refuse values Kombo and the ATSs would show wrongly: blank, padded, or with control characters."""
+    """Refuse values Kombo and the ATSs would show wrongly: blank, padded, or not UTF-8."""
     if not value or not value.strip():
         raise ValidationError("This field cannot be blank.", code="blank")
     if value != value.strip():
         raise ValidationError("Remove the spaces at the start or end.", code="padded")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(
+            "Contains characters that are not valid Unicode text (unpaired surrogates).",
+            code="invalid_unicode",
+        ) from None
 
 
 def validate_no_control_characters(value):
@@ -45,7 +53,7 @@ def validate_single_line_text(value):
 def validate_description(value):
     validate_clean_text(value)
     # Line breaks are fine in a description; other control characters are not.
-    if _CONTROL_CHARACTERS.search((value or "").replace("\n", "").replace("\r", "")):
+    if _CONTROL_CHARACTERS.search((value or "").replace("\r\n", "").replace("\n", "")):
         raise ValidationError(
             "Remove control characters other than line breaks.", code="control_characters"
         )
@@ -71,7 +79,10 @@ class AssessmentPackage(models.Model):
     )
     type = models.CharField(max_length=32, choices=PackageType.choices)
     name = models.CharField(max_length=200, validators=[validate_single_line_text])
-    description = models.TextField(max_length=4000, validators=[validate_description])
+    # A TextField's max_length reaches forms only; the validator holds it for imports too.
+    description = models.TextField(
+        max_length=4000, validators=[MaxLengthValidator(4000), validate_description]
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

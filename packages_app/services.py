@@ -10,6 +10,7 @@ import logging
 import os
 import random
 import time
+import traceback
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -299,7 +300,20 @@ def _execute_with_lease(publication_id):
     except kombo.KomboError as error:
         pacing.observe(http_status=error.http_status, retry_after=error.retry_after)
         return _record_error(publication, attempt, error)
+    except Exception as exc:  # a bug, not an answer: end the publication, never loop on it
+        logger.error("Publication %s attempt %s raised:\n%s", publication.pk, attempt.number,
+                     redact_key(traceback.format_exc()))
+        return _record_error(publication, attempt, kombo.KomboError(
+            kombo.ErrorKind.PERMANENT,
+            f"Unexpected error while sending ({type(exc).__name__}); the worker log has the details.",
+        ))
     return _record_success(publication, attempt, success)
+
+
+def redact_key(text):
+    """Text safe to log: the API key, if it appears, replaced."""
+    key = settings.KOMBO_API_KEY
+    return text.replace(key, "[KOMBO_API_KEY]") if key else text
 
 
 def _record_success(publication, attempt, success):

@@ -102,7 +102,7 @@ def test_export_round_trips_in_both_formats(make_package):
     exported = catalogue_io.export_json()
     assert [p["id"] for p in json.loads(exported)["packages"]] == ["a", "b"]
     csv_text = catalogue_io.export_csv()
-    assert csv_text.startswith("id,type,name,description\n")
+    assert csv_text.startswith("id,type,name,description\r\n")
     AssessmentPackage.objects.all().delete()
     assert import_(csv_text.encode(), filename="x.csv").added == ["a", "b"]
     assert catalogue_io.export_json() == exported

@@ -164,7 +164,11 @@ KOMBO_RETRY_BASE_SECONDS = env.float("KOMBO_RETRY_BASE_SECONDS", default=2.0)
 KOMBO_RETRY_MAX_WAIT_SECONDS = env.float("KOMBO_RETRY_MAX_WAIT_SECONDS", default=300.0)
 KOMBO_SYNC_PENDING_RETRY_SECONDS = env.float("KOMBO_SYNC_PENDING_RETRY_SECONDS", default=900.0)
 KOMBO_SYNC_PENDING_MAX_SECONDS = env.float("KOMBO_SYNC_PENDING_MAX_SECONDS", default=86400.0)
-KOMBO_STUCK_QUEUED_SECONDS = env.float("KOMBO_STUCK_QUEUED_SECONDS", default=120.0)
+# Kombo's Retry-After is obeyed up to this long (longer waits are left to the sweep).
+KOMBO_RETRY_AFTER_MAX_SECONDS = env.float("KOMBO_RETRY_AFTER_MAX_SECONDS", default=3600.0)
+# A queued publication whose message has not run for this long is queued again (duplicates are
+# harmless). Longer than a large backlog takes to drain at the paced rate.
+KOMBO_STUCK_QUEUED_SECONDS = env.float("KOMBO_STUCK_QUEUED_SECONDS", default=900.0)
 KOMBO_SWEEP_INTERVAL_SECONDS = env.float("KOMBO_SWEEP_INTERVAL_SECONDS", default=30.0)
 # Requests to Kombo per second, shared by all workers (0 turns pacing off). Kombo's documented
 # sample limit is 300 per window; 5 per second stays under it if the window is a minute.
@@ -229,10 +233,12 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # One PUT may take connect + read timeout; the time limit leaves room for the database work.
+KOMBO_TASK_MARGIN_SECONDS = env.float("KOMBO_TASK_MARGIN_SECONDS", default=30.0)
 CELERY_TASK_SOFT_TIME_LIMIT = int(
-    KOMBO_CONNECT_TIMEOUT + KOMBO_READ_TIMEOUT + KOMBO_PACING_MAX_WAIT_SECONDS + 30
+    KOMBO_CONNECT_TIMEOUT + KOMBO_READ_TIMEOUT + KOMBO_PACING_MAX_WAIT_SECONDS + KOMBO_TASK_MARGIN_SECONDS
 )
-CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 15
+CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 10
+# The lease on an integration (services.lease_seconds) outlasts the hard limit by 10 s.
 CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-publications": {
         "task": "packages_app.tasks.sweep_publications",

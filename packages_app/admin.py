@@ -272,7 +272,8 @@ class IntegrationAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
     def compare_view(self, request, pk):
         """Drift check: what Kombo has now, what we last published, what the catalogue says."""
         integration = get_object_or_404(Integration.objects.prefetch_related("packages"), pk=pk)
-        if not self.has_view_or_change_permission(request, integration):
+        # It calls Kombo with the API key: for those who edit or publish, not mere viewers.
+        if not (self.has_change_permission(request, integration) or self.has_publish_permission(request)):
             raise PermissionDenied
         report, error = None, None
         try:
@@ -301,7 +302,8 @@ class IntegrationAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
     def publications_live_view(self, request, pk):
         """The publications table of one integration, for the page's poll."""
         integration = get_object_or_404(Integration, pk=pk)
-        if not self.has_view_or_change_permission(request, integration):
+        if not (self.has_view_or_change_permission(request, integration)
+                and request.user.has_perm("packages_app.view_publication")):
             raise PermissionDenied
         context = self._publications_context(pk)
         html = render_to_string("admin/packages_app/integration/_publications.html", context, request)
@@ -315,7 +317,8 @@ class IntegrationAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
         if source.get("out_of_sync"):
             queryset = selectors.out_of_sync_integrations()
         else:
-            ids = [int(i) for i in source.get("ids", "").split(",") if i.strip().isdigit()]
+            ids = [int(i) for i in (p.strip() for p in source.get("ids", "").split(","))
+                   if i.isascii() and i.isdigit()]
             queryset = Integration.objects.filter(pk__in=ids)
         previews = selectors.integrations_preview(queryset)
         changelist_url = reverse("admin:packages_app_integration_changelist")
@@ -408,7 +411,10 @@ class IntegrationAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
             **(extra_context or {}),
             "can_publish": self.has_publish_permission(request),
             "api_key_status": services.api_key_status(),
-            **(self._publications_context(object_id) if str(object_id).isdigit() else {}),
+            "can_compare": self.has_change_permission(request) or self.has_publish_permission(request),
+            **(self._publications_context(object_id)
+               if str(object_id).isdigit() and request.user.has_perm("packages_app.view_publication")
+               else {}),
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -487,6 +493,9 @@ class PublicationAdmin(admin.ModelAdmin):
             **(extra_context or {}),
             "can_publish": request.user.has_perm(PUBLISH_PERMISSION),
             "live_html": self._live_html(request, publication) if publication else "",
+            # From the same read as the box: the admin reads `original` separately, and a
+            # publication that ends in between would leave a stale box that never polls.
+            "live_final": publication.is_final if publication else True,
         }
         return super().change_view(request, object_id, form_url, extra_context)
 

@@ -218,9 +218,9 @@ class KomboClient:
         """GET the packages Kombo has now (for a drift check). `type`/`updated_at` may be null."""
         response, elapsed = self._send("GET", f"{base_url}/assessment/packages", integration_id)
         payload = _decode(response, elapsed)
-        data = payload.get("data") or {}
-        packages = data.get("packages")
-        if not isinstance(packages, list):
+        data = payload.get("data")
+        packages = data.get("packages") if isinstance(data, dict) else None
+        if not isinstance(packages, list) or not all(isinstance(p, dict) for p in packages):
             raise KomboError(
                 ErrorKind.TRANSIENT, "Kombo's answer has no package list.",
                 http_status=response.status_code, body_text=response.text, elapsed=elapsed,

@@ -157,8 +157,21 @@ class Integration(models.Model):
     # and until when. It keeps one request per integration in flight across all workers.
     publish_lease_owner = models.BigIntegerField(null=True, blank=True, editable=False)
     publish_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
+    publish_lease_token = models.CharField(max_length=32, blank=True, editable=False)
 
     objects = IntegrationQuerySet.as_manager()
+
+    LEASE_FIELDS = ("publish_lease_owner", "publish_lease_until", "publish_lease_token")
+
+    def save(self, *args, **kwargs):
+        # A full save writes back the lease as it was read: an admin edit would then undo a
+        # worker's lease taken meanwhile. Only the workers' own UPDATEs touch the lease.
+        if not self._state.adding and kwargs.get("update_fields") is None and not kwargs.get("force_insert"):
+            kwargs["update_fields"] = [
+                f.name for f in self._meta.concrete_fields
+                if not f.primary_key and f.name not in self.LEASE_FIELDS
+            ]
+        super().save(*args, **kwargs)
 
     class Meta:
         ordering = ["name"]

@@ -9,29 +9,44 @@ each process paces itself.
 """
 import threading
 import time
+from dataclasses import dataclass
 
 from django.conf import settings
 
 SLOT_KEY = "kombo:pacing:next-slot"
 
-# KEYS[1] the slot key. ARGV: interval (s), hold (s: push the slot at least this far from now).
-# Returns how long the caller must wait before sending (s, as a string: Lua numbers lose
-# precision through the integer reply).
+# KEYS[1] the slot key. ARGV: interval (s), hold (s: push the slot at least this far from now),
+# max_wait (s: a slot further away than this is not taken). Returns the wait in seconds, as a
+# string (Lua numbers lose precision through an integer reply), negative when not taken.
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local slot = tonumber(redis.call('GET', KEYS[1]) or '0')
 local interval = tonumber(ARGV[1])
 local hold = tonumber(ARGV[2])
+local max_wait = tonumber(ARGV[3])
 if hold > 0 then
   slot = math.max(slot, now + hold)
   redis.call('SET', KEYS[1], string.format('%.6f', slot), 'EX', math.ceil(hold) + 60)
   return '0'
 end
 if slot < now then slot = now end
+if slot - now > max_wait then
+  return string.format('%.6f', -(slot - now))
+end
 redis.call('SET', KEYS[1], string.format('%.6f', slot + interval), 'EX', 3600)
 return string.format('%.6f', slot - now)
 """
+
+
+@dataclass(frozen=True)
+class Slot:
+    wait: float       # seconds until the slot (granted), or until one could be had (not granted)
+    granted: bool
+
+
+def _slot(value):
+    return Slot(wait=abs(value), granted=value >= 0)
 
 
 class LocalPacer:
@@ -41,12 +56,14 @@ class LocalPacer:
         self._lock = threading.Lock()
         self._slot = 0.0
 
-    def reserve(self, interval):
+    def reserve(self, interval, max_wait=float("inf")):
         with self._lock:
             now = time.monotonic()
             slot = max(self._slot, now)
+            if slot - now > max_wait:
+                return _slot(-(slot - now))
             self._slot = slot + interval
-            return slot - now
+            return _slot(slot - now)
 
     def hold(self, seconds):
         with self._lock:
@@ -60,11 +77,11 @@ class RedisPacer:
         self._client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._script = self._client.register_script(_RESERVE)
 
-    def reserve(self, interval):
-        return float(self._script(keys=[SLOT_KEY], args=[interval, 0]))
+    def reserve(self, interval, max_wait=1e9):
+        return _slot(float(self._script(keys=[SLOT_KEY], args=[interval, 0, max_wait])))
 
     def hold(self, seconds):
-        self._script(keys=[SLOT_KEY], args=[0, seconds])
+        self._script(keys=[SLOT_KEY], args=[0, seconds, 0])
 
 
 _pacer = None
@@ -80,12 +97,14 @@ def pacer():
     return _pacer
 
 
-def reserve_slot():
-    """Seconds to wait before sending the next request (0 when pacing is off)."""
+def reserve_slot(max_wait=float("inf")):
+    """A place in the schedule: how long to wait before sending. A slot further away than
+    `max_wait` is not taken (the caller comes back later), so refusals never push the
+    schedule on. Pacing off: always granted, no wait."""
     rate = settings.KOMBO_RATE_LIMIT_PER_SECOND
     if not rate or rate <= 0:
-        return 0.0
-    return pacer().reserve(1.0 / rate)
+        return Slot(0.0, True)
+    return pacer().reserve(1.0 / rate, max_wait)
 
 
 def observe(*, http_status, retry_after):
@@ -95,4 +114,4 @@ def observe(*, http_status, retry_after):
     rate = settings.KOMBO_RATE_LIMIT_PER_SECOND
     if not rate or rate <= 0:
         return
-    pacer().hold(min(max(retry_after or 1.0, 0.1), settings.KOMBO_RETRY_MAX_WAIT_SECONDS))
+    pacer().hold(min(max(retry_after or 1.0, 0.1), settings.KOMBO_RETRY_AFTER_MAX_SECONDS))

@@ -11,12 +11,15 @@ import os
 import random
 import time
 import traceback
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from . import kombo, pacing, payloads
@@ -60,10 +63,9 @@ def integration_base_url(integration):
 
 
 def lease_seconds():
-    """Longer than any one attempt can take (its pacing wait and its request), so a live
-    attempt never loses its lease."""
-    return (settings.KOMBO_CONNECT_TIMEOUT + settings.KOMBO_READ_TIMEOUT
-            + settings.KOMBO_PACING_MAX_WAIT_SECONDS + 5.0)
+    """Longer than the task's hard time limit: a live attempt never loses its lease, and a
+    stuck one has been killed by Celery before anyone else may take over."""
+    return settings.CELERY_TASK_TIME_LIMIT + 10.0
 
 
 _client = None
@@ -187,33 +189,38 @@ def _newer_exists(publication):
     ).exists()
 
 
-def _supersede(publication):
+def _supersede(publication, *, sending_too=False):
+    """End an older publication that a newer one replaces. A row left `sending` by a dead
+    worker is only superseded by the holder of the integration's lease (`sending_too`)."""
+    statuses = [Status.QUEUED, Status.RETRYING, Status.WAITING]
+    if sending_too:
+        statuses.append(Status.SENDING)
     now = timezone.now()
-    done = Publication.objects.filter(
-        pk=publication.pk, status__in=[Status.QUEUED, Status.RETRYING, Status.WAITING]
-    ).update(
+    done = Publication.objects.filter(pk=publication.pk, status__in=statuses).update(
         status=Status.SUPERSEDED, finished_at=now, next_attempt_at=None,
         failure_reason="A newer publication of this integration was requested; it carries the newer catalogue.",
     )
     if done:
         logger.info("Publication %s superseded by a newer one.", publication.pk)
-    return ExecuteResult(Status.SUPERSEDED)
+    return ExecuteResult(Publication.objects.values_list("status", flat=True).get(pk=publication.pk))
 
 
-def _lease_acquire(publication):
-    now = timezone.now()
+def _lease_acquire(publication, token):
+    # The database's clock, not the worker's: workers on skewed machines still agree.
     return Integration.objects.filter(pk=publication.integration_id).filter(
-        Q(publish_lease_owner__isnull=True) | Q(publish_lease_until__lt=now)
+        Q(publish_lease_owner__isnull=True) | Q(publish_lease_until__lt=Now())
     ).update(
         publish_lease_owner=publication.pk,
-        publish_lease_until=now + timedelta(seconds=lease_seconds()),
+        publish_lease_token=token,
+        publish_lease_until=Now() + timedelta(seconds=lease_seconds()),
     ) == 1
 
 
-def _lease_release(publication):
+def _lease_release(publication, token):
+    # By token: a run whose lease expired must not release the lease of the run after it.
     Integration.objects.filter(
-        pk=publication.integration_id, publish_lease_owner=publication.pk
-    ).update(publish_lease_owner=None, publish_lease_until=None)
+        pk=publication.integration_id, publish_lease_token=token
+    ).update(publish_lease_owner=None, publish_lease_until=None, publish_lease_token="")
 
 
 def publication_execute(*, publication_id):
@@ -227,21 +234,29 @@ def publication_execute(*, publication_id):
     except Publication.DoesNotExist:
         logger.error("Publication %s does not exist; nothing to do.", publication_id)
         return ExecuteResult("missing")
-    if publication.is_final:
+    if publication.is_final or _not_due(publication):
         return ExecuteResult(publication.status)
-    if _not_due(publication):
-        return ExecuteResult(publication.status)
-    if _newer_exists(publication):
+    if publication.status != Status.SENDING and _newer_exists(publication):
         return _supersede(publication)
-    if not _lease_acquire(publication):
+    # Take a place in the shared schedule before the lease, so the lease only covers the
+    # request itself. A long wait (Kombo said 429 for a while) goes back to the queue.
+    slot = pacing.reserve_slot(max_wait=settings.KOMBO_PACING_MAX_WAIT_SECONDS)
+    if not slot.granted:
+        retry_in = min(slot.wait + random.random(), MAX_COUNTDOWN_SECONDS)
+        publication_enqueue(publication_id=publication.pk, countdown=retry_in)
+        return ExecuteResult("paced", retry_in=retry_in)
+    if slot.wait > 0:
+        time.sleep(slot.wait)
+    token = uuid.uuid4().hex
+    if not _lease_acquire(publication, token):
         # Another publication of this integration is in flight: look again shortly.
         wait = LEASE_BUSY_RETRY_SECONDS * (1 + random.random())
         publication_enqueue(publication_id=publication.pk, countdown=wait)
         return ExecuteResult(publication.status, retry_in=wait)
     try:
-        return _execute_with_lease(publication_id)
+        return _execute_with_lease(publication_id, token)
     finally:
-        _lease_release(publication)
+        _lease_release(publication, token)
 
 
 def _not_due(publication):
@@ -251,15 +266,12 @@ def _not_due(publication):
     return early_by > EARLY_ARRIVAL_SLACK_SECONDS
 
 
-def _execute_with_lease(publication_id):
-    # Take our place in the shared schedule first: a long wait (Kombo said 429 for a while)
-    # goes back to the queue instead of holding a worker.
-    wait = pacing.reserve_slot()
-    if wait > settings.KOMBO_PACING_MAX_WAIT_SECONDS:
-        publication_enqueue(publication_id=publication_id, countdown=wait)
-        return ExecuteResult("paced", retry_in=wait)
-    if wait > 0:
-        time.sleep(wait)
+def _spent_attempts(publication):
+    """Attempts that count against KOMBO_MAX_ATTEMPTS: all but the waits for a first sync."""
+    return publication.attempt_log.exclude(outcome="sync_pending").count()
+
+
+def _execute_with_lease(publication_id, token):
     now = timezone.now()
     with transaction.atomic():
         publication = (
@@ -267,20 +279,26 @@ def _execute_with_lease(publication_id):
         )
         if publication.is_final or _not_due(publication):
             return ExecuteResult(publication.status)
-        if _newer_exists(publication):
-            return _supersede(publication)
         if publication.status == Status.SENDING:
             # We hold the lease, so whoever was sending it is gone (a killed worker).
             PublicationAttempt.objects.filter(
                 publication=publication, number=publication.attempts, finished_at__isnull=True
             ).update(finished_at=now, outcome="lost",
-                     message="The worker stopped during this attempt; it was sent again.")
+                     message="The worker stopped during this attempt.")
+        if _newer_exists(publication):
+            return _supersede(publication, sending_too=True)
         if not settings.KOMBO_API_KEY:
             return _finish_failed(
                 publication,
                 reason="KOMBO_API_KEY is not set in the worker's environment. Set it, restart "
                        "the worker, and publish again.",
             )
+        spent = _spent_attempts(publication)
+        if spent >= settings.KOMBO_MAX_ATTEMPTS:
+            # Lost attempts (killed workers, time limits) count too: a publication that kills
+            # its worker every time must end, not loop.
+            last = publication.failure_reason or "the worker stopped during the attempt"
+            return _finish_failed(publication, reason=f"Gave up after {spent} attempts. Last error: {last}")
         publication.status = Status.SENDING
         publication.attempts += 1
         publication.started_at = publication.started_at or now
@@ -300,6 +318,10 @@ def _execute_with_lease(publication_id):
     except kombo.KomboError as error:
         pacing.observe(http_status=error.http_status, retry_after=error.retry_after)
         return _record_error(publication, attempt, error)
+    except SoftTimeLimitExceeded:
+        # Kombo may or may not have the list: sending it again is the way to know.
+        return _record_error(publication, attempt, kombo.KomboError(
+            kombo.ErrorKind.TRANSIENT, "The attempt ran past the task's time limit."))
     except Exception as exc:  # a bug, not an answer: end the publication, never loop on it
         logger.error("Publication %s attempt %s raised:\n%s", publication.pk, attempt.number,
                      redact_key(traceback.format_exc()))
@@ -340,13 +362,17 @@ def _record_success(publication, attempt, success):
 
 
 def _error_fields(error):
+    """Kombo's error as stored: cut to the columns, and a log link only if it is http(s)."""
+    log_url = str(error.log_url or "")
+    if not log_url.startswith(("https://", "http://")) or len(log_url) > 1000:
+        log_url = ""
     return dict(
         http_status=error.http_status,
         response_body=error.body_text or "",
-        error_code=error.code or "",
-        error_title=error.title or "",
-        error_message=error.message or "",
-        error_log_url=error.log_url or "",
+        error_code=str(error.code or "")[:100],
+        error_title=str(error.title or "")[:500],
+        error_message=str(error.message or ""),
+        error_log_url=log_url,
         rate_limit_headers=error.limit_headers,
     )
 
@@ -357,7 +383,7 @@ def _record_error(publication, attempt, error):
     status, wait, reason = Status.FAILED, None, error.reason
 
     if kind is kombo.ErrorKind.TRANSIENT:
-        transient_attempts = publication.attempt_log.filter(outcome="transient").count() + 1
+        transient_attempts = _spent_attempts(publication)
         if transient_attempts >= settings.KOMBO_MAX_ATTEMPTS:
             reason = f"Gave up after {transient_attempts} attempts. Last error: {error.reason}"
         else:
@@ -365,7 +391,7 @@ def _record_error(publication, attempt, error):
             wait = backoff_seconds(
                 attempt=transient_attempts, base=settings.KOMBO_RETRY_BASE_SECONDS,
                 cap=settings.KOMBO_RETRY_MAX_WAIT_SECONDS, code=error.code,
-                retry_after=error.retry_after,
+                retry_after=error.retry_after, retry_after_cap=settings.KOMBO_RETRY_AFTER_MAX_SECONDS,
             )
     elif kind is kombo.ErrorKind.SYNC_PENDING:
         waited = (now - publication.started_at).total_seconds()
@@ -423,7 +449,7 @@ def publications_sweep(*, now=None):
     )
     orphaned = Q(status=Status.SENDING) & (
         Q(integration__publish_lease_owner__isnull=True)
-        | Q(integration__publish_lease_until__lt=now)
+        | Q(integration__publish_lease_until__lt=Now())
         | ~Q(integration__publish_lease_owner=F("pk"))
     )
     candidates = Publication.objects.filter((due | orphaned) & not_recently_queued)

@@ -16,13 +16,17 @@ os.environ["CELERY_BROKER_URL"] = os.environ.get(
 os.environ.setdefault("KOMBO_API_KEY", "test-kombo-api-key-0123456789")
 os.environ.setdefault("KOMBO_API_URL", "http://127.0.0.1:9/v1")  # each test points it at its own server
 os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "false")
+# Short timeouts and limits, set before the project's settings derive the task time limits and
+# the lease from them, so a killed worker's publication is taken over within seconds.
+os.environ.setdefault("KOMBO_CONNECT_TIMEOUT", "2")
+os.environ.setdefault("KOMBO_READ_TIMEOUT", "2")
+os.environ.setdefault("KOMBO_PACING_MAX_WAIT_SECONDS", "5")
+os.environ.setdefault("KOMBO_TASK_MARGIN_SECONDS", "3")
 os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 
 from kombo_admin.settings import *  # noqa: E402,F401,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-KOMBO_CONNECT_TIMEOUT = 2.0
-KOMBO_READ_TIMEOUT = 2.0
 KOMBO_RETRY_BASE_SECONDS = 0.05
 KOMBO_RETRY_MAX_WAIT_SECONDS = 0.5
 SESSION_COOKIE_SECURE = False

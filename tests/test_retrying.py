@@ -23,9 +23,14 @@ def test_full_jitter_stays_within_zero_and_ceiling():
     assert min(waits) < 4 and max(waits) > 12  # spread over the range, not a constant
 
 
-def test_retry_after_is_a_floor_but_the_cap_still_holds():
+def test_retry_after_is_a_floor_with_a_cap_of_its_own():
     assert backoff_seconds(attempt=1, base=2, cap=60, retry_after=30, rng=random.Random(1)) == 30
-    assert backoff_seconds(attempt=1, base=2, cap=60, retry_after=3600, rng=random.Random(1)) == 60
+    # Kombo asking for more than the backoff cap is obeyed...
+    assert backoff_seconds(attempt=1, base=2, cap=60, retry_after=900, retry_after_cap=3600,
+                           rng=random.Random(1)) == 900
+    # ...up to the Retry-After cap.
+    assert backoff_seconds(attempt=1, base=2, cap=60, retry_after=86400, retry_after_cap=3600,
+                           rng=random.Random(1)) == 3600
 
 
 def test_concurrency_limit_backs_off_from_one_second_and_remote_errors_wait_longer():

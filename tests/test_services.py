@@ -203,3 +203,39 @@ def test_publications_are_created_all_or_none(make_integration):
         services.publications_create(integrations=[active, paused])
     assert not Publication.objects.exists()
 
+
+
+def test_a_dead_sending_publication_with_a_newer_one_is_superseded_not_stuck(sandbox, publication):
+    Publication.objects.filter(pk=publication.pk).update(status="sending", attempts=1)
+    PublicationAttempt.objects.create(publication=publication, number=1, started_at=timezone.now())
+    (newer,) = services.publications_create(integrations=[publication.integration])
+    assert run(publication).status == "superseded"
+    assert list(publication.attempt_log.values_list("outcome", flat=True)) == ["lost"]
+    assert sandbox.requests() == []
+    assert services.publications_sweep(now=timezone.now() + timedelta(hours=1)) == [newer.pk]
+
+
+def test_attempts_lost_to_dead_workers_count_against_the_maximum(sandbox, publication, settings):
+    """A publication that kills its worker every time must end, not be sent forever."""
+    settings.KOMBO_MAX_ATTEMPTS = 2
+    Publication.objects.filter(pk=publication.pk).update(status="sending", attempts=2)
+    PublicationAttempt.objects.create(publication=publication, number=1, started_at=timezone.now(),
+                                      finished_at=timezone.now(), outcome="lost")
+    PublicationAttempt.objects.create(publication=publication, number=2, started_at=timezone.now())
+    assert run(publication).status == "failed"
+    assert publication.failure_reason.startswith("Gave up after 2 attempts.")
+    assert list(publication.attempt_log.values_list("outcome", flat=True)) == ["lost", "lost"]
+    assert sandbox.requests() == []
+
+
+def test_saving_an_integration_never_touches_its_lease(make_integration):
+    integration = make_integration()
+    stale = Integration.objects.get(pk=integration.pk)  # read before a worker takes the lease
+    Integration.objects.filter(pk=integration.pk).update(
+        publish_lease_owner=42, publish_lease_token="t" * 32,
+        publish_lease_until=timezone.now() + timedelta(minutes=1))
+    stale.name = "Renamed in the admin"
+    stale.save()
+    fresh = Integration.objects.get(pk=integration.pk)
+    assert fresh.name == "Renamed in the admin"
+    assert (fresh.publish_lease_owner, fresh.publish_lease_token) == (42, "t" * 32)

@@ -135,8 +135,8 @@ def publications_create(*, integrations, requested_by=None, expected_sha256=None
                        if expected_sha256.get(p.integration.pk) != p.sha256]
             if changed:
                 raise CatalogueChanged(changed)
-        publications = [
-            Publication.objects.create(
+        publications = Publication.objects.bulk_create([
+            Publication(
                 integration=plan.integration,
                 requested_by=requested_by,
                 body=plan.body_bytes.decode("utf-8"),
@@ -144,13 +144,22 @@ def publications_create(*, integrations, requested_by=None, expected_sha256=None
                 package_count=len(plan.body["packages"]),
             )
             for plan in plans
-        ]
+        ])
         for publication in publications:
             publication.enqueued = None  # set by the on-commit callback
-            transaction.on_commit(
-                lambda p=publication: setattr(p, "enqueued", publication_enqueue(publication_id=p.pk))
-            )
+        transaction.on_commit(lambda: _enqueue_all(publications))
     return publications
+
+
+def _enqueue_all(publications):
+    """Queue each publication; once the broker has failed, leave the rest to the sweep rather
+    than make staff wait for every one to fail in turn."""
+    for index, publication in enumerate(publications):
+        publication.enqueued = publication_enqueue(publication_id=publication.pk)
+        if not publication.enqueued:
+            for rest in publications[index + 1:]:
+                rest.enqueued = False
+            return
 
 
 def publication_enqueue(*, publication_id, countdown=None):

@@ -239,3 +239,15 @@ def test_saving_an_integration_never_touches_its_lease(make_integration):
     fresh = Integration.objects.get(pk=integration.pk)
     assert fresh.name == "Renamed in the admin"
     assert (fresh.publish_lease_owner, fresh.publish_lease_token) == (42, "t" * 32)
+
+
+def test_a_broker_that_fails_is_tried_once_not_once_per_publication(monkeypatch, make_integration,
+                                                                    django_capture_on_commit_callbacks):
+    calls = []
+    monkeypatch.setattr(services, "publication_enqueue",
+                        lambda *, publication_id, countdown=None: (calls.append(publication_id), False)[1])
+    integrations = [make_integration() for _ in range(5)]
+    with django_capture_on_commit_callbacks(execute=True):
+        publications = services.publications_create(integrations=integrations)
+    assert len(calls) == 1 and [p.enqueued for p in publications] == [False] * 5
+    assert Publication.objects.filter(status="queued", enqueued_at__isnull=True).count() == 5

@@ -66,7 +66,7 @@ def main():
         from django.urls import reverse
 
         from packages_app import services
-        from packages_app.models import Integration, Publication
+        from packages_app.models import Integration
 
         packages = c.make_packages(n_packages)
         integration, = c.make_integrations(1, lambda i: packages, prefix="Large")
@@ -83,7 +83,7 @@ def main():
         plan_fresh, _ = timed(
             lambda: services.publication_plan(integration=Integration.objects.get(pk=integration.pk)), 5)
         plan = services.publication_plan(integration=prefetched)
-        rows.append([f"publication_plan, packages prefetched (build + bytes + sha256)", c.ms(plan_pure), ""])
+        rows.append(["publication_plan, packages prefetched (build + bytes + sha256)", c.ms(plan_pure), ""])
         rows.append([f"publication_plan, fresh Integration (+ loading {n_packages:,} packages)", c.ms(plan_fresh), ""])
 
         # --- confirmation page, never published ----------------------------------------------

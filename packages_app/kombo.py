@@ -6,7 +6,6 @@ what to do next (retry soon, wait for the customer's first sync, or stop and tel
 """
 import email.utils
 import enum
-import json
 import re
 import time
 from dataclasses import dataclass, field

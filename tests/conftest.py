@@ -15,6 +15,15 @@ def fresh_kombo_client():
 
 
 @pytest.fixture
+def no_broker(monkeypatch):
+    """Record what would be queued instead of queuing it (the worker tests queue for real)."""
+    queued = []
+    monkeypatch.setattr(services, "publication_enqueue",
+                        lambda *, publication_id, countdown=None: queued.append(publication_id) or True)
+    return queued
+
+
+@pytest.fixture
 def sandbox(settings):
     from packages_app.sandbox import KomboSandbox
 

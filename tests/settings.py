@@ -31,7 +31,8 @@ KOMBO_RETRY_BASE_SECONDS = 0.05
 KOMBO_RETRY_MAX_WAIT_SECONDS = 0.5
 SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
-STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+STORAGES = {**STORAGES,  # noqa: F405
+            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
 WHITENOISE_USE_FINDERS = True
 # Pacing is tested on its own (tests/test_pacing.py); elsewhere it would only slow tests down.
 KOMBO_RATE_LIMIT_PER_SECOND = float(os.environ.get("TEST_KOMBO_RATE_LIMIT_PER_SECOND", "0"))

@@ -14,13 +14,6 @@ PUBLISH_URL = reverse("admin:packages_app_integration_publish")
 CHANGELIST_URL = reverse("admin:packages_app_integration_changelist")
 
 
-@pytest.fixture
-def no_broker(monkeypatch):
-    """Record what would be queued instead of queuing it (the worker tests queue for real)."""
-    queued = []
-    monkeypatch.setattr(services, "publication_enqueue",
-                        lambda *, publication_id, countdown=None: queued.append(publication_id) or True)
-    return queued
 
 
 def confirm_data(client, ids, **extra):

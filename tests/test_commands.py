@@ -6,12 +6,6 @@ from packages_app import services
 from packages_app.models import Publication
 
 
-@pytest.fixture
-def no_broker(monkeypatch):
-    queued = []
-    monkeypatch.setattr(services, "publication_enqueue",
-                        lambda *, publication_id, countdown=None: queued.append(publication_id) or True)
-    return queued
 
 
 def run(*args):

@@ -10,12 +10,9 @@ from packages_app.admin import publication_status_text
 from packages_app.models import Publication
 from packages_app.sandbox import Fault
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_broker")]
 
 
-@pytest.fixture(autouse=True)
-def no_broker(monkeypatch):
-    monkeypatch.setattr(services, "publication_enqueue", lambda *, publication_id, countdown=None: True)
 
 
 def err(code, message="m", status=None):

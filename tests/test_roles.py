@@ -79,12 +79,6 @@ CASES = [
 
 # --- fixtures ------------------------------------------------------------------------------
 
-@pytest.fixture
-def no_broker(monkeypatch):
-    queued = []
-    monkeypatch.setattr(services, "publication_enqueue",
-                        lambda *, publication_id, countdown=None: queued.append(publication_id) or True)
-    return queued
 
 
 def make_user(role):

@@ -57,12 +57,11 @@ def kombo(api_key, sandbox):
     return sandbox
 
 
+
+
 @pytest.fixture
-def scheduled(monkeypatch):
-    calls = []
-    monkeypatch.setattr(services, "publication_enqueue",
-                        lambda *, publication_id, countdown=None: calls.append(publication_id) or True)
-    return calls
+def scheduled(no_broker):
+    return no_broker
 
 
 def leaks(text, key):

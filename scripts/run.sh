@@ -31,25 +31,9 @@ say() { printf '[run] %s\n' "$*"; }
 die() { printf '[run] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # --- Python environment -------------------------------------------------------------------------
-if [[ ! -x .venv/bin/python ]]; then
-    command -v "$PYTHON" >/dev/null || die "$PYTHON not found. Install Python 3.11 (Debian: apt-get install python3 python3-venv)."
-    say "Creating .venv with $("$PYTHON" --version 2>&1)"
-    if ! "$PYTHON" -m venv .venv; then
-        rm -rf .venv
-        die "Could not create a virtual environment. On Debian/Ubuntu: sudo apt-get install python3-venv"
-    fi
-fi
-# shellcheck disable=SC1091
-source .venv/bin/activate
-
-# Reinstall only when requirements.txt changed since the last successful install.
-stamp=.venv/.requirements.txt.sha256
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
-if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
-    say "Installing requirements.txt into .venv (quietly)"
-    python -m pip install --quiet -r requirements.txt
-    echo "$want" > "$stamp"
-fi
+# shellcheck source=scripts/venv.sh
+source scripts/venv.sh
+ensure_venv requirements.txt
 
 # --- Configuration for the child processes ------------------------------------------------------
 mkdir -p var/log

@@ -16,25 +16,9 @@ say() { printf '[test] %s\n' "$*"; }
 die() { printf '[test] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # --- Python environment -------------------------------------------------------------------------
-if [[ ! -x .venv/bin/python ]]; then
-    command -v "$PYTHON" >/dev/null || die "$PYTHON not found. Install Python 3.11 (Debian: apt-get install python3 python3-venv)."
-    say "Creating .venv with $("$PYTHON" --version 2>&1)"
-    if ! "$PYTHON" -m venv .venv; then
-        rm -rf .venv
-        die "Could not create a virtual environment. On Debian/Ubuntu: sudo apt-get install python3-venv"
-    fi
-fi
-# shellcheck disable=SC1091
-source .venv/bin/activate
-
-# Reinstall only when a requirements file changed since the last successful install.
-stamp=.venv/.requirements-dev.txt.sha256
-want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
-if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
-    say "Installing requirements-dev.txt into .venv (quietly)"
-    python -m pip install --quiet -r requirements-dev.txt
-    echo "$want" > "$stamp"
-fi
+# shellcheck source=scripts/venv.sh
+source scripts/venv.sh
+ensure_venv requirements-dev.txt requirements.txt
 
 # --- Chromium for the browser tests (Playwright drives Debian's package, no download) -----------
 if [[ ! -x /usr/bin/chromium ]]; then

@@ -312,3 +312,15 @@ def test_deleting_a_package_keeps_publications_that_sent_it(client, superuser, m
     assert not AssessmentPackage.objects.exists()
     pub.refresh_from_db()
     assert '"id":"gone"' in pub.body
+
+
+def test_a_first_publish_of_a_large_catalogue_lists_200_additions_and_counts_the_rest(client, publisher):
+    AssessmentPackage.objects.bulk_create(
+        AssessmentPackage(package_id=f"p{i:04d}", type="SKILLS_TEST", name=f"P{i}", description="d")
+        for i in range(250))
+    integration = Integration.objects.create(kombo_integration_id="recruitee:Big1", name="Big")
+    integration.packages.set(AssessmentPackage.objects.all())
+    client.force_login(publisher)
+    page = client.get(PUBLISH_URL, {"ids": integration.pk}).content.decode()
+    assert "250 to add" in page and "p0199" in page and "p0200" not in page
+    assert "… and 50 more to add" in page

@@ -161,7 +161,8 @@ def test_worker_killed_mid_put_then_a_new_worker_finishes_it(sandbox, use_broker
     assert Publication.objects.get(pk=publication.pk).status == "sending"
 
     workers(env, beat=True, name="w2")
-    p = wait_final(publication.pk, timeout=60)
+    # The dead worker's lease must expire first (the task's hard time limit + 10 s; ~32 s here).
+    p = wait_final(publication.pk, timeout=120)
     assert p.status == "succeeded"
     assert list(p.attempt_log.values_list("outcome", flat=True)) == ["lost", "succeeded"]
     bodies = {r.body for r in sandbox.requests("PUT", "recruitee:Kill1")}

@@ -18,7 +18,7 @@ from datetime import timedelta
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -192,10 +192,11 @@ class ExecuteResult:
     sent: bool = False              # a request reached (or tried to reach) Kombo this time
 
 
-def _newer_exists(publication):
-    return Publication.objects.filter(
-        integration_id=publication.integration_id, pk__gt=publication.pk
-    ).exists()
+def _with_newer_flag(queryset):
+    """Annotate `has_newer`: a later publication of the same integration exists."""
+    return queryset.annotate(has_newer=Exists(
+        Publication.objects.filter(integration_id=OuterRef("integration_id"), pk__gt=OuterRef("pk"))
+    ))
 
 
 def _supersede(publication, *, sending_too=False):
@@ -239,13 +240,13 @@ def publication_execute(*, publication_id):
     integration's lease sends, and a publication in a final state is left alone.
     """
     try:
-        publication = Publication.objects.select_related("integration").get(pk=publication_id)
+        publication = _with_newer_flag(Publication.objects.select_related("integration")).get(pk=publication_id)
     except Publication.DoesNotExist:
         logger.error("Publication %s does not exist; nothing to do.", publication_id)
         return ExecuteResult("missing")
     if publication.is_final or _not_due(publication):
         return ExecuteResult(publication.status)
-    if publication.status != Status.SENDING and _newer_exists(publication):
+    if publication.status != Status.SENDING and publication.has_newer:
         return _supersede(publication)
     # Take a place in the shared schedule before the lease, so the lease only covers the
     # request itself. A long wait (Kombo said 429 for a while) goes back to the queue.
@@ -283,18 +284,27 @@ def _spent_attempts(publication):
 def _execute_with_lease(publication_id, token):
     now = timezone.now()
     with transaction.atomic():
+        # One statement: the row locked, whether a newer publication exists, attempts spent.
         publication = (
-            Publication.objects.select_for_update().select_related("integration").get(pk=publication_id)
+            _with_newer_flag(Publication.objects.select_for_update(of=("self",)).select_related("integration"))
+            .annotate(spent=Subquery(
+                PublicationAttempt.objects.filter(publication=OuterRef("pk"))
+                .exclude(outcome="sync_pending").values("publication")
+                .annotate(n=Count("pk")).values("n")[:1]
+            ))
+            .get(pk=publication_id)
         )
         if publication.is_final or _not_due(publication):
             return ExecuteResult(publication.status)
+        spent = publication.spent or 0
         if publication.status == Status.SENDING:
             # We hold the lease, so whoever was sending it is gone (a killed worker).
+            # (That attempt is already counted in `spent`.)
             PublicationAttempt.objects.filter(
                 publication=publication, number=publication.attempts, finished_at__isnull=True
             ).update(finished_at=now, outcome="lost",
                      message="The worker stopped during this attempt.")
-        if _newer_exists(publication):
+        if publication.has_newer:
             return _supersede(publication, sending_too=True)
         if not settings.KOMBO_API_KEY:
             return _finish_failed(
@@ -302,7 +312,6 @@ def _execute_with_lease(publication_id, token):
                 reason="KOMBO_API_KEY is not set in the worker's environment. Set it, restart "
                        "the worker, and publish again.",
             )
-        spent = _spent_attempts(publication)
         if spent >= settings.KOMBO_MAX_ATTEMPTS:
             # Lost attempts (killed workers, time limits) count too: a publication that kills
             # its worker every time must end, not loop.

@@ -269,6 +269,16 @@ class BenchRun:
         self.cleanups.append(fn)
         return fn
 
+    def start_django(self, sandbox, *, broker_url=REDIS_URL, **extra):
+        """Django on this run's database against `sandbox`, with the broker DB claimed for the
+        run and released after it. Returns the environment to hand to workers."""
+        env = base_env(db_name=self.db_name, broker_url=broker_url, kombo_url=sandbox.url,
+                       var_dir=self.var_dir, **extra)
+        setup_django(env)
+        claim_redis(broker_url)
+        self.on_exit(lambda: release_redis(broker_url))
+        return env
+
     def __exit__(self, *exc):
         for fn in reversed(self.cleanups):
             try:

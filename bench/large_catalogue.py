@@ -56,11 +56,7 @@ def main():
     sandbox = KomboSandbox(api_key=c.API_KEY).start()
     with c.BenchRun("large_catalogue") as run:
         run.on_exit(sandbox.stop)
-        env = c.base_env(db_name=run.db_name, broker_url=c.REDIS_URL, kombo_url=sandbox.url,
-                         var_dir=run.var_dir)
-        c.setup_django(env)
-        c.claim_redis()
-        run.on_exit(c.release_redis)
+        env = run.start_django(sandbox)
 
         from django.test import Client
         from django.urls import reverse

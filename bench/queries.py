@@ -91,11 +91,7 @@ def main():
     with c.BenchRun("queries") as run:
         run.on_exit(sandbox.stop)
         # Pacing off: it waits in Redis, not in the database, and would only blur the times.
-        env = c.base_env(db_name=run.db_name, broker_url=c.REDIS_URL, kombo_url=sandbox.url,
-                         var_dir=run.var_dir, KOMBO_RATE_LIMIT_PER_SECOND=0)
-        c.setup_django(env)
-        c.claim_redis()
-        run.on_exit(c.release_redis)
+        run.start_django(sandbox, KOMBO_RATE_LIMIT_PER_SECOND=0)
 
         from django.test import Client
         from django.urls import reverse

@@ -26,12 +26,9 @@ def run(mode, count):
     with c.BenchRun(f"rate_{mode.replace('-', '_')}") as bench:
         sandbox = KomboSandbox(api_key=c.API_KEY, rate_limit_per_second=LIMIT).start()
         bench.on_exit(sandbox.stop)
-        env = c.base_env(db_name=bench.db_name, broker_url=BROKER, kombo_url=sandbox.url,
-                         var_dir=bench.var_dir, KOMBO_RATE_LIMIT_PER_SECOND=rate,
-                         KOMBO_MAX_ATTEMPTS=20, KOMBO_RETRY_BASE_SECONDS=0.5,
-                         KOMBO_RETRY_MAX_WAIT_SECONDS=10)
-        c.flush_redis(BROKER)
-        c.setup_django(env)
+        env = bench.start_django(sandbox, broker_url=BROKER, KOMBO_RATE_LIMIT_PER_SECOND=rate,
+                                 KOMBO_MAX_ATTEMPTS=20, KOMBO_RETRY_BASE_SECONDS=0.5,
+                                 KOMBO_RETRY_MAX_WAIT_SECONDS=10)
         from packages_app import services
         from packages_app.models import Publication
 

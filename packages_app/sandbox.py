@@ -832,13 +832,3 @@ class KomboSandbox:
         except _InputInvalid as exc:
             return bad(str(exc))
 
-
-if __name__ == "__main__":  # python -m packages_app.sandbox [port]
-    sandbox = KomboSandbox(port=int(sys.argv[1]) if len(sys.argv) > 1 else 8765, verbose=True)
-    print(f"Kombo sandbox listening on {sandbox.url}", flush=True)
-    try:
-        sandbox.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sandbox.stop()

@@ -290,6 +290,68 @@ class BenchRun:
         return False
 
 
+# --- the sandbox as its own server process -----------------------------------------------------
+
+class SandboxProcess:
+    """`manage.py kombo_sandbox` in a child process: a server that shares no CPU time slice or GIL
+    with the clients measured against it. Read back through its /_sandbox/ control endpoints."""
+
+    def __init__(self, *, latency_ms=0.0, rate_limit=None, log_path=None):
+        args = [sys.executable, "manage.py", "kombo_sandbox", "--port", "0", "--api-key", API_KEY,
+                "--latency-ms", str(latency_ms), "--quiet"]
+        if rate_limit:
+            args += ["--rate-limit", str(rate_limit)]
+        # Settings the command needs to start; it touches no database.
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "kombo_admin.settings", "DJANGO_DEBUG": "true",
+               "PYTHONUNBUFFERED": "1"}
+        self.log_path = Path(log_path or Path(tempfile.gettempdir()) / "bench_kombo_sandbox.log")
+        self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=open(self.log_path, "wb"), text=True, start_new_session=True)
+        line = self.popen.stdout.readline()
+        if "listening on " not in line:
+            self.stop()
+            raise RuntimeError(f"sandbox did not start: {line!r}\n{self.log_path.read_text()[-2000:]}")
+        self.url = line.split("listening on ", 1)[1].strip()
+        self.control = self.url[: -len("/v1")] + "/_sandbox"
+
+    def _call(self, method, path):
+        import requests
+
+        response = requests.request(method, f"{self.control}/{path}", timeout=30)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def reset(self):
+        self._call("POST", "reset")
+
+    def requests(self, method=None):
+        """Recorded requests as dicts (monotonic started_at/ended_at: one clock for the machine)."""
+        return [r for r in self._call("GET", "requests") if method is None or r["method"] == method]
+
+    def cpu_seconds(self):
+        return proc_cpu_seconds(self.popen.pid)
+
+    def stop(self):
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+
+
+def max_overlap(intervals):
+    """Most intervals (start, end) open at one moment."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals],
+                    key=lambda e: (e[0], e[1]))
+    most = current = 0
+    for _, step in events:
+        current += step
+        most = max(most, current)
+    return most
+
+
 # --- worker ------------------------------------------------------------------------------------
 
 class Worker:
@@ -363,6 +425,21 @@ def proc_cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def named_processes_cpu(name):
+    """CPU seconds so far of every process whose command name is `name` (e.g. "postgres":
+    the server's backends; exited ones are not counted, so sample around a steady phase)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() == name:
+                total += proc_cpu_seconds(int(entry.name))
+        except OSError:
+            continue
+    return total
+
+
 def system_cpu():
     """(busy, total) jiffies over all CPUs, from /proc/stat; diff two samples for a busy share."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -422,6 +499,27 @@ def make_superuser(username="bench-admin"):
     return User.objects.create_superuser(username, f"{username}@example.invalid", "bench-password-not-secret")
 
 
+class settings_override:
+    """Change Django settings for a block in this process (django.test's override_settings
+    without its signals: the app reads these at call time)."""
+
+    def __init__(self, **values):
+        self.values = values
+
+    def __enter__(self):
+        from django.conf import settings
+
+        self.saved = {name: getattr(settings, name) for name in self.values}
+        for name, value in self.values.items():
+            setattr(settings, name, value)
+
+    def __exit__(self, *exc):
+        from django.conf import settings
+
+        for name, value in self.saved.items():
+            setattr(settings, name, value)
+
+
 def wait_all_final(pks, *, timeout, interval=0.05):
     """Poll the database every `interval` s until every publication in `pks` is final.
     Returns the monotonic time at which that was seen."""
@@ -429,8 +527,11 @@ def wait_all_final(pks, *, timeout, interval=0.05):
 
     deadline = time.monotonic() + timeout
     total = len(pks)
+    # By pk range when the ids are contiguous (one bulk insert): a cheap poll, not a 500-id IN list.
+    rows = (Publication.objects.filter(pk__gte=min(pks), pk__lte=max(pks))
+            if max(pks) - min(pks) + 1 == total else Publication.objects.filter(pk__in=pks))
     while True:
-        done = Publication.objects.filter(pk__in=pks, status__in=Publication.FINAL_STATUSES).count()
+        done = rows.filter(status__in=Publication.FINAL_STATUSES).count()
         now = time.monotonic()
         if done == total:
             return now

@@ -3,7 +3,8 @@
     python bench/queries.py [--small]
 
 Counted with django.test.utils.CaptureQueriesContext: one publication_execute (10 vs 10,000
-packages, against an in-process KomboSandbox), and admin pages through Django's test Client as a
+packages, against an in-process KomboSandbox), one batch message's publications_execute (1 vs 10
+publications), and admin pages through Django's test Client as a
 superuser: the integrations changelist (10 vs 1,000 integrations), the publish confirmation
 page (5 vs 50 integrations) and the publications changelist (10 vs 1,000 rows). --small uses
 2,000 packages and 200 rows for the large sizes.
@@ -143,9 +144,18 @@ def main():
         counted(execute(warm_int))  # warm-up
         exec_small = counted(*[execute(i) for i in few])
         exec_large = counted(*[execute(i) for i in big])
+        # --- one batch message (publications_execute): 1 vs 10 publications ------------------
+        batch_ints = c.make_integrations(REPEAT + 10 * REPEAT, lambda i: many[:10], prefix="Batch-")
+        c.analyze()
+        batch_pks = [p.pk for p in services.publications_create(integrations=batch_ints)]
+        def execute_batch(pks):
+            return lambda: services.publications_execute(publication_ids=pks)
+        batch_small = counted(*[execute_batch([pk]) for pk in batch_pks[:REPEAT]])
+        batch_large = counted(*[execute_batch(batch_pks[REPEAT + 10 * i:REPEAT + 10 * (i + 1)])
+                                for i in range(REPEAT)])
         statuses = [r.status for r in sandbox.requests("PUT")]
         outcomes = set(Publication.objects.values_list("status", flat=True).filter(
-            pk__in=[pk[i.pk] for i in few + big]))
+            pk__in=[pk[i.pk] for i in few + big] + batch_pks[:REPEAT + 10 * REPEAT]))
         if outcomes != {"succeeded"}:
             raise RuntimeError(f"publication_execute ended {outcomes} (sandbox said {statuses})")
         integration_count = Integration.objects.count()
@@ -156,6 +166,7 @@ def main():
 
     rows = [
         row("publication_execute (packages)", 10, f"{big_packages:,}", exec_small, exec_large),
+        row("publications_execute, one batch message (publications)", 1, 10, batch_small, batch_large),
         row("integrations changelist (integrations)", 10, f"{big_rows:,}", int_small, int_large),
         row("publish confirmation ?ids= (integrations)", 5, 50, conf_small, conf_large),
         row("publications changelist (rows)", 10, f"{big_rows:,}", pub_small, pub_large),
@@ -165,7 +176,8 @@ def main():
     print(f"Changelists show 100 rows a page; {integration_count:,} integrations in the database at the end. "
           f"Times: median of {REPEAT} calls (DEBUG=true; the machine is shared), for orientation only.")
     if args.sql:
-        for what, case in (("publication_execute", exec_large), ("integrations changelist", int_large),
+        for what, case in (("publication_execute", exec_large), ("publications_execute", batch_large),
+                           ("integrations changelist", int_large),
                            ("publish confirmation", conf_large), ("publications changelist", pub_large)):
             print(f"-- {what} (large N): {case[0]} queries")
             for sql in case[3]:

@@ -87,7 +87,11 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
 }
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
+# Persistent connections: a worker runs one short task per publication, and opening a PostgreSQL
+# connection for each (a new server process) cost more than the task's own queries. The health
+# check reconnects after a database restart instead of failing the next task.
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", env.bool("DATABASE_CONN_HEALTH_CHECKS", default=True))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server, the worker and beat share one file: wait for a lock instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
@@ -175,6 +179,17 @@ KOMBO_SWEEP_INTERVAL_SECONDS = env.float("KOMBO_SWEEP_INTERVAL_SECONDS", default
 KOMBO_RATE_LIMIT_PER_SECOND = env.float("KOMBO_RATE_LIMIT_PER_SECOND", default=5.0)
 # A worker waits in place for its slot up to this long; a longer wait is re-queued instead.
 KOMBO_PACING_MAX_WAIT_SECONDS = env.float("KOMBO_PACING_MAX_WAIT_SECONDS", default=30.0)
+# Publications published together are queued in messages of this many; one worker process sends
+# a message's publications one after another (still one request in flight per process). Larger
+# messages spend less per publication on the queue; smaller ones spread a short publish over more
+# processes. 1 gives one message per publication.
+KOMBO_PUBLISH_BATCH_SIZE = env.int("KOMBO_PUBLISH_BATCH_SIZE", default=10)
+if KOMBO_PUBLISH_BATCH_SIZE < 1:
+    raise ImproperlyConfigured("KOMBO_PUBLISH_BATCH_SIZE must be 1 or more.")
+# A message with several publications starts no attempt after this long and queues the rest
+# again. Its time limit is this plus one attempt's, and so is the longest an integration stays
+# leased by a worker that died in the middle of it.
+KOMBO_PUBLISH_BATCH_SECONDS = env.float("KOMBO_PUBLISH_BATCH_SECONDS", default=30.0)
 # Removing more packages than this in one publish needs an explicit tick (half or more always does).
 KOMBO_REMOVAL_CONFIRMATION_THRESHOLD = env.int("KOMBO_REMOVAL_CONFIRMATION_THRESHOLD", default=10)
 
@@ -226,6 +241,11 @@ KOMBO_PACING_REDIS_URL = env.str(
 )
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
+# Celery's Django fix-up closes the database connection before and after every task unless this is
+# set, and then only every N tasks: a new PostgreSQL connection per publication cost more than the
+# publication's own queries. Around each task kombo_admin.celery applies Django's own rules
+# (DATABASE_CONN_MAX_AGE, DATABASE_CONN_HEALTH_CHECKS), as Django does around each request.
+CELERY_DB_REUSE_MAX = 1000
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -238,6 +258,10 @@ CELERY_TASK_SOFT_TIME_LIMIT = int(
     KOMBO_CONNECT_TIMEOUT + KOMBO_READ_TIMEOUT + KOMBO_PACING_MAX_WAIT_SECONDS + KOMBO_TASK_MARGIN_SECONDS
 )
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 10
+# A message of several publications (KOMBO_PUBLISH_BATCH_SIZE): one attempt's limits plus the batch's
+# own time budget.
+KOMBO_BATCH_SOFT_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + int(KOMBO_PUBLISH_BATCH_SECONDS)
+KOMBO_BATCH_TIME_LIMIT = KOMBO_BATCH_SOFT_TIME_LIMIT + 10
 # The lease on an integration (services.lease_seconds) outlasts the hard limit by 10 s.
 CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-publications": {

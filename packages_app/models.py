@@ -126,6 +126,21 @@ class IntegrationQuerySet(models.QuerySet):
         )
 
 
+    def offered_packages(self):
+        """`({integration pk: [package pk, ...]}, {package pk: (package_id, type, name,
+        description)})` for these integrations: two queries and no model instances, for
+        publishing hundreds of integrations at once."""
+        pks = list(self.values_list("pk", flat=True))
+        offered = {pk: [] for pk in pks}
+        links = Integration.packages.through.objects.filter(integration_id__in=pks)
+        for integration_id, package_pk in links.values_list("integration_id", "assessmentpackage_id"):
+            offered[integration_id].append(package_pk)
+        packages = AssessmentPackage.objects.filter(pk__in=links.values("assessmentpackage_id"))
+        rows = {pk: tuple(values) for pk, *values in
+                packages.values_list("pk", "package_id", "type", "name", "description")}
+        return offered, rows
+
+
 class Integration(models.Model):
     kombo_integration_id = models.CharField(
         "Kombo integration id",

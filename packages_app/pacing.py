@@ -16,8 +16,9 @@ from django.conf import settings
 SLOT_KEY = "kombo:pacing:next-slot"
 
 # KEYS[1] the slot key. ARGV: interval (s), hold (s: push the slot at least this far from now),
-# max_wait (s: a slot further away than this is not taken). Returns the wait in seconds, as a
-# string (Lua numbers lose precision through an integer reply), negative when not taken.
+# max_wait (s: a slot further away than this is not taken), count (slots wanted, consecutive).
+# Returns the waits of the slots taken, in seconds, as strings (Lua numbers lose precision through
+# an integer reply); when none is taken, one negative value: how long until one could be had.
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -25,17 +26,22 @@ local slot = tonumber(redis.call('GET', KEYS[1]) or '0')
 local interval = tonumber(ARGV[1])
 local hold = tonumber(ARGV[2])
 local max_wait = tonumber(ARGV[3])
+local count = tonumber(ARGV[4])
 if hold > 0 then
   slot = math.max(slot, now + hold)
   redis.call('SET', KEYS[1], string.format('%.6f', slot), 'EX', math.ceil(hold) + 60)
-  return '0'
+  return {'0'}
 end
 if slot < now then slot = now end
-if slot - now > max_wait then
-  return string.format('%.6f', -(slot - now))
+local waits = {}
+while #waits < count and slot + #waits * interval - now <= max_wait do
+  waits[#waits + 1] = string.format('%.6f', slot + #waits * interval - now)
 end
-redis.call('SET', KEYS[1], string.format('%.6f', slot + interval), 'EX', 3600)
-return string.format('%.6f', slot - now)
+if #waits == 0 then
+  return {string.format('%.6f', -(slot - now))}
+end
+redis.call('SET', KEYS[1], string.format('%.6f', slot + #waits * interval), 'EX', 3600)
+return waits
 """
 
 
@@ -45,8 +51,11 @@ class Slot:
     granted: bool
 
 
-def _slot(value):
-    return Slot(wait=abs(value), granted=value >= 0)
+def _slots(values):
+    values = [float(v) for v in values]
+    if len(values) == 1 and values[0] < 0:
+        return [Slot(wait=-values[0], granted=False)]
+    return [Slot(wait=v, granted=True) for v in values]
 
 
 class LocalPacer:
@@ -56,14 +65,17 @@ class LocalPacer:
         self._lock = threading.Lock()
         self._slot = 0.0
 
-    def reserve(self, interval, max_wait=float("inf")):
+    def reserve(self, interval, max_wait=float("inf"), count=1):
         with self._lock:
             now = time.monotonic()
             slot = max(self._slot, now)
-            if slot - now > max_wait:
-                return _slot(-(slot - now))
-            self._slot = slot + interval
-            return _slot(slot - now)
+            waits = []
+            while len(waits) < count and slot + len(waits) * interval - now <= max_wait:
+                waits.append(slot + len(waits) * interval - now)
+            if not waits:
+                return _slots([-(slot - now)])
+            self._slot = slot + len(waits) * interval
+            return _slots(waits)
 
     def hold(self, seconds):
         with self._lock:
@@ -77,11 +89,11 @@ class RedisPacer:
         self._client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._script = self._client.register_script(_RESERVE)
 
-    def reserve(self, interval, max_wait=1e9):
-        return _slot(float(self._script(keys=[SLOT_KEY], args=[interval, 0, max_wait])))
+    def reserve(self, interval, max_wait=1e9, count=1):
+        return _slots(self._script(keys=[SLOT_KEY], args=[interval, 0, max_wait, count]))
 
     def hold(self, seconds):
-        self._script(keys=[SLOT_KEY], args=[0, seconds, 0])
+        self._script(keys=[SLOT_KEY], args=[0, seconds, 0, 1])
 
 
 _pacer = None
@@ -101,10 +113,17 @@ def reserve_slot(max_wait=float("inf")):
     """A place in the schedule: how long to wait before sending. A slot further away than
     `max_wait` is not taken (the caller comes back later), so refusals never push the
     schedule on. Pacing off: always granted, no wait."""
+    return reserve_slots(1, max_wait)[0]
+
+
+def reserve_slots(count, max_wait=float("inf")):
+    """Up to `count` consecutive places in the schedule, for a batch sent one after another:
+    the granted ones, each with its wait from now; or one refused Slot when not even the first
+    is within `max_wait`."""
     rate = settings.KOMBO_RATE_LIMIT_PER_SECOND
     if not rate or rate <= 0:
-        return Slot(0.0, True)
-    return pacer().reserve(1.0 / rate, max_wait)
+        return [Slot(0.0, True)] * count
+    return pacer().reserve(1.0 / rate, max_wait, count)
 
 
 def observe(*, http_status, retry_after):

@@ -18,8 +18,11 @@ def fresh_kombo_client():
 def no_broker(monkeypatch):
     """Record what would be queued instead of queuing it (the worker tests queue for real)."""
     queued = []
-    monkeypatch.setattr(services, "publication_enqueue",
-                        lambda *, publication_id, countdown=None: queued.append(publication_id) or True)
+    def enqueue(*, publication_ids, countdown=None):
+        queued.extend(publication_ids)
+        return list(publication_ids)
+
+    monkeypatch.setattr(services, "publications_enqueue", enqueue)
     return queued
 
 

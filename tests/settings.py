@@ -23,6 +23,10 @@ os.environ.setdefault("KOMBO_READ_TIMEOUT", "2")
 os.environ.setdefault("KOMBO_PACING_MAX_WAIT_SECONDS", "5")
 os.environ.setdefault("KOMBO_TASK_MARGIN_SECONDS", "3")
 os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
+# Close connections after each task and request: the in-process worker (celery.contrib.testing
+# runs it in a thread) would otherwise keep one open past the test, and the test database could
+# not be dropped. The benchmarks run with the default (persistent connections).
+os.environ.setdefault("DATABASE_CONN_MAX_AGE", "0")
 
 from kombo_admin.settings import *  # noqa: E402,F401,F403
 

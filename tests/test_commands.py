@@ -71,8 +71,9 @@ def test_all_out_of_sync_skips_those_in_sync(make_package, make_integration, no_
 @pytest.mark.django_db(transaction=True)
 def test_wait_reports_final_states_and_fails_on_failure(make_package, make_integration, sandbox, monkeypatch):
     # Execute synchronously instead of through a broker: the command waits on the database.
-    monkeypatch.setattr(services, "publication_enqueue",
-                        lambda *, publication_id, countdown=None: services.publication_execute(publication_id=publication_id) and True)
+    monkeypatch.setattr(services, "publications_enqueue",
+                        lambda *, publication_ids, countdown=None: [
+                            pk for pk in publication_ids if services.publication_execute(publication_id=pk)])
     sandbox.extra_warnings = ["Names are cut at 50 characters."]
     make_integration([make_package()], kombo_integration_id="recruitee:Ok1")
     make_integration([make_package()], kombo_integration_id="notfound:Gone1")

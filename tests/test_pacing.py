@@ -12,7 +12,7 @@ from .processes import django_env, start_worker, wait_for
 
 def test_local_pacer_spaces_requests_evenly():
     pacer = pacing.LocalPacer()
-    slots = [pacer.reserve(0.1) for _ in range(5)]
+    slots = [pacer.reserve(0.1)[0] for _ in range(5)]
     waits = [s.wait for s in slots]
     assert all(s.granted for s in slots) and waits[0] == pytest.approx(0, abs=0.01)
     assert [round(b - a, 2) for a, b in zip(waits, waits[1:])] == [0.1, 0.1, 0.1, 0.1]
@@ -21,7 +21,7 @@ def test_local_pacer_spaces_requests_evenly():
 def test_a_slot_too_far_away_is_not_taken_so_refusals_never_push_the_schedule():
     pacer = pacing.LocalPacer()
     pacer.hold(60)
-    refused = [pacer.reserve(0.1, max_wait=5) for _ in range(100)]
+    refused = [pacer.reserve(0.1, max_wait=5)[0] for _ in range(100)]
     assert not any(s.granted for s in refused)
     assert refused[-1].wait == pytest.approx(60, abs=0.5)  # still 60 s away, not 70
 
@@ -36,20 +36,31 @@ def redis_pacer(settings):
 
 def test_redis_pacer_is_one_schedule_for_all_and_holds_after_a_429(redis_pacer, settings):
     other_worker = pacing.RedisPacer(settings.CELERY_BROKER_URL)
-    waits = [redis_pacer.reserve(0.2).wait, other_worker.reserve(0.2).wait, redis_pacer.reserve(0.2).wait]
+    waits = [redis_pacer.reserve(0.2)[0].wait, other_worker.reserve(0.2)[0].wait, redis_pacer.reserve(0.2)[0].wait]
     assert waits[0] == pytest.approx(0, abs=0.05)
     assert waits[1] == pytest.approx(0.2, abs=0.05) and waits[2] == pytest.approx(0.4, abs=0.05)
     redis_pacer.hold(3)
-    assert other_worker.reserve(0.2).wait == pytest.approx(3, abs=0.1)
+    assert other_worker.reserve(0.2)[0].wait == pytest.approx(3, abs=0.1)
     # The next free slot is 3.2 s away: refused with max_wait=1, and refusing does not push it on.
-    refused = other_worker.reserve(0.2, max_wait=1)
+    refused = other_worker.reserve(0.2, max_wait=1)[0]
     assert not refused.granted and refused.wait == pytest.approx(3.2, abs=0.1)
-    assert other_worker.reserve(0.2, max_wait=1).wait == pytest.approx(3.2, abs=0.1)
+    assert other_worker.reserve(0.2, max_wait=1)[0].wait == pytest.approx(3.2, abs=0.1)
+
+
+@pytest.mark.parametrize("make", [pacing.LocalPacer, "redis"])
+def test_a_batch_takes_consecutive_slots_as_far_as_the_longest_wait_allows(make, request):
+    pacer = request.getfixturevalue("redis_pacer") if make == "redis" else make()
+    slots = pacer.reserve(0.5, 2.2, 10)
+    assert [round(s.wait, 1) for s in slots] == [0.0, 0.5, 1.0, 1.5, 2.0] and all(s.granted for s in slots)
+    # The schedule moved on by the five slots taken, not by the ten asked for.
+    (after,) = pacer.reserve(0.5, 0.1, 1)
+    assert not after.granted and after.wait == pytest.approx(2.5, abs=0.1)
 
 
 def test_pacing_off_means_no_wait(settings):
     settings.KOMBO_RATE_LIMIT_PER_SECOND = 0
     assert pacing.reserve_slot() == pacing.Slot(0.0, True)
+    assert pacing.reserve_slots(3) == [pacing.Slot(0.0, True)] * 3
 
 
 @pytest.mark.worker

@@ -18,13 +18,13 @@ def scheduled(monkeypatch):
     """(publication id, countdown) of every message the services queue, instead of a broker."""
     calls = []
 
-    def fake_enqueue(*, publication_id, countdown=None):
-        calls.append((publication_id, countdown))
-        Publication.objects.filter(pk=publication_id).update(
+    def fake_enqueue(*, publication_ids, countdown=None):
+        calls.extend((publication_id, countdown) for publication_id in publication_ids)
+        Publication.objects.filter(pk__in=publication_ids).update(
             enqueued_at=timezone.now() + timedelta(seconds=countdown or 0))
-        return True
+        return list(publication_ids)
 
-    monkeypatch.setattr(services, "publication_enqueue", fake_enqueue)
+    monkeypatch.setattr(services, "publications_enqueue", fake_enqueue)
     return calls
 
 
@@ -243,9 +243,18 @@ def test_saving_an_integration_never_touches_its_lease(make_integration):
 
 def test_a_broker_that_fails_is_tried_once_not_once_per_publication(monkeypatch, make_integration,
                                                                     django_capture_on_commit_callbacks):
+    from kombu.exceptions import OperationalError
+
+    from packages_app import tasks
+
     calls = []
-    monkeypatch.setattr(services, "publication_enqueue",
-                        lambda *, publication_id, countdown=None: (calls.append(publication_id), False)[1])
+
+    def broker_down(*args, **kwargs):
+        calls.append(kwargs)
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(tasks.publish_publication, "apply_async", broker_down)
+    monkeypatch.setattr(tasks.publish_publications, "apply_async", broker_down)
     integrations = [make_integration() for _ in range(5)]
     with django_capture_on_commit_callbacks(execute=True):
         publications = services.publications_create(integrations=integrations)

@@ -1,0 +1,258 @@
+"""Publications queued together and executed by one process: the set-wise statements on
+PostgreSQL (attempt_sql), what a batch does when it runs out of time, meets a 429, a busy lease
+or a publication that changed since it was read, and the same final states through the ORM path.
+"""
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from packages_app import attempt_sql, services
+from packages_app.models import Integration, Publication, PublicationAttempt
+from packages_app.sandbox import Fault
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def queued(monkeypatch):
+    """(ids, countdown) of every publications_enqueue call, instead of a broker."""
+    calls = []
+
+    def enqueue(*, publication_ids, countdown=None):
+        calls.append((list(publication_ids), countdown))
+        return list(publication_ids)
+
+    monkeypatch.setattr(services, "publications_enqueue", enqueue)
+    return calls
+
+
+@pytest.fixture
+def batch(make_package, make_integration, queued):
+    """Five integrations with two packages each, their publications created (queued)."""
+    packages = [make_package(f"p{i}") for i in range(3)]
+    integrations = [make_integration(packages[i % 2:][:2], kombo_integration_id=f"recruitee:Batch{i}")
+                    for i in range(5)]
+    publications = services.publications_create(integrations=integrations)
+    queued.clear()
+    return [p.pk for p in publications]
+
+
+def statuses(pks):
+    rows = dict(Publication.objects.filter(pk__in=pks).values_list("pk", "status"))
+    return [rows[pk] for pk in pks]
+
+
+def leases_held():
+    return Integration.objects.exclude(publish_lease_token="").count()
+
+
+def test_a_batch_costs_three_statements_however_many_publications(sandbox, batch):
+    with CaptureQueriesContext(connection) as ctx:
+        results = services.publications_execute(publication_ids=batch)
+    assert [r.status for r in results] == ["succeeded"] * 5
+    assert len(ctx.captured_queries) == 3, [q["sql"][:60] for q in ctx.captured_queries]
+    assert statuses(batch) == ["succeeded"] * 5 and leases_held() == 0
+    for pk in batch:
+        publication = Publication.objects.get(pk=pk)
+        (attempt,) = publication.attempt_log.all()
+        assert publication.attempts == 1 and publication.http_status == 200 and publication.finished_at
+        assert publication.rate_limit_headers and publication.response_body.startswith("{")
+        assert (attempt.outcome, attempt.http_status, attempt.finished_at is not None) == ("succeeded", 200, True)
+    # Each integration got exactly its own snapshot, once.
+    puts = sandbox.requests("PUT")
+    assert sorted(r.integration_id for r in puts) == [f"recruitee:Batch{i}" for i in range(5)]
+    for r in puts:
+        assert r.body == Publication.objects.get(integration__kombo_integration_id=r.integration_id).body.encode()
+
+
+def test_the_orm_path_ends_a_batch_in_the_same_states(sandbox, batch, monkeypatch):
+    monkeypatch.setattr(services, "_hot_path", lambda: False)
+    sandbox.enqueue_fault(Fault(status=404, integration_id="recruitee:Batch2", body={
+        "status": "error", "error": {"code": "PLATFORM.INTEGRATION_NOT_FOUND", "title": "t", "message": "m"}}))
+    results = services.publications_execute(publication_ids=batch)
+    assert [r.status for r in results] == ["succeeded", "succeeded", "failed", "succeeded", "succeeded"]
+    assert statuses(batch) == ["succeeded", "succeeded", "failed", "succeeded", "succeeded"]
+    assert leases_held() == 0 and PublicationAttempt.objects.filter(finished_at__isnull=True).count() == 0
+
+
+def test_an_error_in_the_middle_is_recorded_and_the_rest_still_sent(sandbox, batch, queued):
+    sandbox.enqueue_fault(Fault(status=404, integration_id="recruitee:Batch2", body={
+        "status": "error", "error": {"code": "PLATFORM.INTEGRATION_NOT_FOUND", "title": "t", "message": "m"}}))
+    sandbox.enqueue_fault(Fault(status=503, integration_id="recruitee:Batch3", body="<html>busy</html>"))
+    results = services.publications_execute(publication_ids=batch)
+    assert [r.status for r in results] == ["succeeded", "succeeded", "failed", "retrying", "succeeded"]
+    failed = Publication.objects.get(pk=batch[2])
+    assert failed.error_code == "PLATFORM.INTEGRATION_NOT_FOUND" and failed.attempt_log.get().outcome == "permanent"
+    retrying = Publication.objects.get(pk=batch[3])
+    assert retrying.next_attempt_at and queued == [([batch[3]], pytest.approx(results[3].retry_in))]
+    assert leases_held() == 0
+
+
+def test_a_429_stops_the_batch_and_hands_the_rest_back_untouched(sandbox, batch, queued):
+    sandbox.enqueue_fault(Fault(status=429, integration_id="recruitee:Batch1", headers={"Retry-After": "1"}, body={
+        "status": "error", "error": {"code": "PLATFORM.RATE_LIMIT_EXCEEDED", "title": "t", "message": "slow down"}}))
+    results = services.publications_execute(publication_ids=batch)
+    assert [r.status for r in results] == ["succeeded", "retrying", "queued", "queued", "queued"]
+    assert len(sandbox.requests("PUT")) == 2
+    assert statuses(batch) == ["succeeded", "retrying", "queued", "queued", "queued"]
+    for pk in batch[2:]:
+        handed_back = Publication.objects.get(pk=pk)
+        # As before the take: no attempt counted, none recorded, no start time, no lease.
+        assert (handed_back.attempts, handed_back.started_at, handed_back.attempt_log.count()) == (0, None, 0)
+    assert leases_held() == 0
+    # Queued again, to wait as long as the one Kombo refused.
+    assert queued == [([batch[1]], pytest.approx(results[1].retry_in)), (batch[2:], pytest.approx(results[1].retry_in))]
+
+
+def test_a_batch_out_of_time_starts_no_more_attempts(sandbox, batch, queued, monkeypatch):
+    sandbox.latency = 0.05
+    results = services.publications_execute(publication_ids=batch, time_budget=0.08)
+    sent = [r for r in results if r.status == "succeeded"]
+    assert 1 <= len(sent) < 5 and len(sandbox.requests("PUT")) == len(sent)
+    rest = batch[len(sent):]
+    assert statuses(rest) == ["queued"] * len(rest) and (rest, None) in queued
+    assert PublicationAttempt.objects.filter(publication_id__in=rest).count() == 0 and leases_held() == 0
+
+
+def test_the_task_time_limit_in_the_middle_records_what_was_sent_and_hands_back_the_rest(sandbox, batch, queued,
+                                                                                       monkeypatch):
+    send = services._send
+    calls = []
+
+    def send_then_time_out(publication, attempt):
+        calls.append(publication.pk)
+        if len(calls) == 2:
+            raise SoftTimeLimitExceeded()
+        return send(publication, attempt)
+
+    monkeypatch.setattr(services, "_send", send_then_time_out)
+    results = services.publications_execute(publication_ids=batch)
+    assert [r.status for r in results] == ["succeeded", "retrying", "queued", "queued", "queued"]
+    assert Publication.objects.get(pk=batch[1]).attempt_log.get().message == "The attempt ran past the task's time limit."
+    assert statuses(batch[2:]) == ["queued"] * 3 and leases_held() == 0
+
+
+def test_a_bug_while_sending_still_records_the_successes_before_it(sandbox, batch, monkeypatch):
+    send = services._send
+    calls = []
+
+    def send_then_crash(publication, attempt):
+        calls.append(publication.pk)
+        if len(calls) == 3:
+            raise RuntimeError("boom")
+        return send(publication, attempt)
+
+    monkeypatch.setattr(services, "_send", send_then_crash)
+    with pytest.raises(RuntimeError):
+        services.publications_execute(publication_ids=batch)
+    assert statuses(batch[:2]) == ["succeeded", "succeeded"]
+    # The one in flight stays sending (the sweep resumes it); the others are handed back.
+    assert statuses(batch[2:]) == ["sending", "queued", "queued"]
+    assert Integration.objects.exclude(publish_lease_token="").count() == 1
+
+
+def test_a_busy_lease_and_a_newer_publication_inside_a_batch(sandbox, batch, queued, make_integration):
+    busy = Publication.objects.get(pk=batch[0]).integration
+    Integration.objects.filter(pk=busy.pk).update(publish_lease_owner=999, publish_lease_token="x" * 32,
+                                                   publish_lease_until="2999-01-01T00:00:00Z")
+    # A newer publication of Batch4's integration appears after the batch has read its rows.
+    loaded = services._load_for_execution
+
+    def load_then_publish_again(ids):
+        rows = loaded(ids)
+        services.publications_create(integrations=[Publication.objects.get(pk=batch[4]).integration])
+        return rows
+
+    services._load_for_execution = load_then_publish_again
+    try:
+        results = services.publications_execute(publication_ids=batch)
+    finally:
+        services._load_for_execution = loaded
+    assert [r.status for r in results] == ["queued", "succeeded", "succeeded", "succeeded", "superseded"]
+    assert results[0].retry_in and ([batch[0]], pytest.approx(results[0].retry_in)) in queued
+    assert len(sandbox.requests("PUT")) == 3
+    assert Integration.objects.exclude(publish_lease_token="").get().pk == busy.pk  # only the foreign lease
+
+
+def test_pacing_gives_a_batch_the_slots_it_can_have_and_queues_the_rest(sandbox, batch, queued, settings):
+    import redis
+
+    from packages_app import pacing
+
+    settings.KOMBO_RATE_LIMIT_PER_SECOND = 20
+    settings.KOMBO_PACING_MAX_WAIT_SECONDS = 0.12
+    redis.Redis.from_url(settings.KOMBO_PACING_REDIS_URL).delete(pacing.SLOT_KEY)
+    try:
+        results = services.publications_execute(publication_ids=batch)
+    finally:
+        redis.Redis.from_url(settings.KOMBO_PACING_REDIS_URL).delete(pacing.SLOT_KEY)
+    # Slots at 0, 0.05 and 0.1 s are within 0.12 s; the other two wait for a later message.
+    assert [r.status for r in results] == ["succeeded"] * 3 + ["paced"] * 2
+    (ids, countdown), = queued
+    assert ids == batch[3:] and 0.1 <= countdown <= 1.2
+    starts = sorted(r.started_at for r in sandbox.requests("PUT"))
+    assert len(starts) == 3 and starts[-1] - starts[0] >= 0.08  # the slots are 0.1 s apart end to end
+
+
+def test_duplicate_ids_run_once(sandbox, batch):
+    results = services.publications_execute(publication_ids=[batch[0], batch[0], batch[1]])
+    assert [r.status for r in results] == ["succeeded", "succeeded"] and len(sandbox.requests("PUT")) == 2
+
+
+def test_take_reports_each_publication_and_hand_back_restores_it(batch):
+    Publication.objects.filter(pk=batch[1]).update(status="retrying", next_attempt_at="2000-01-01T00:00:00Z",
+                                                   started_at="2000-01-01T00:00:00Z", attempts=1)
+    from django.utils import timezone
+
+    now = timezone.now()
+    taken = attempt_sql.take(publication_ids=batch[:2] + [10**9], token="t" * 32, lease_seconds=60, now=now,
+                             due_by=now, max_attempts=8)
+    assert set(taken) == set(batch[:2])  # an id that does not exist is simply absent
+    assert all(t.leased and t.claimed for t in taken.values())
+    assert taken[batch[1]].previous[0] == "retrying" and taken[batch[1]].attempt.number == 2
+    assert statuses(batch[:2]) == ["sending", "sending"] and leases_held() == 2
+    attempt_sql.hand_back(list(taken.values()), token="t" * 32)
+    first, second = (Publication.objects.get(pk=pk) for pk in batch[:2])
+    assert (first.status, first.attempts, first.started_at) == ("queued", 0, None)
+    assert (second.status, second.attempts, str(second.next_attempt_at.year)) == ("retrying", 1, "2000")
+    assert PublicationAttempt.objects.count() == 0 and leases_held() == 0
+
+
+def test_publications_are_queued_ten_to_a_message_and_a_single_one_alone(monkeypatch, settings):
+    from packages_app import tasks
+
+    sent = []
+    monkeypatch.setattr(tasks.publish_publications, "apply_async", lambda **kw: sent.append(("batch", kw["args"])))
+    monkeypatch.setattr(tasks.publish_publication, "apply_async", lambda **kw: sent.append(("one", kw["args"])))
+    settings.KOMBO_PUBLISH_BATCH_SIZE = 10
+    assert services.publications_enqueue(publication_ids=list(range(1, 22))) == list(range(1, 22))
+    assert sent == [("batch", [list(range(1, 11))]), ("batch", [list(range(11, 21))]), ("one", [21])]
+
+
+# --- the worker's database connection ------------------------------------------------------------
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_keeps_a_fresh_database_connection_and_replaces_an_old_one(monkeypatch):
+    """Celery's Django fix-up would close the connection around every task (CELERY_DB_REUSE_MAX
+    turns that off); our signal handler applies CONN_MAX_AGE instead, as Django does per request."""
+    from types import SimpleNamespace
+
+    from kombo_admin.celery import app, close_old_database_connections
+
+    task = SimpleNamespace(request=SimpleNamespace(is_eager=False))
+    assert app.conf.db_reuse_max
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 60)  # the default (tests use 0)
+    connection.close()
+    connection.ensure_connection()
+    kept = connection.connection
+    close_old_database_connections(sender=task)
+    assert connection.connection is kept
+    connection.close_at = 0  # older than CONN_MAX_AGE
+    close_old_database_connections(sender=task)
+    assert connection.connection is None
+    # An eager task runs inside its caller's transaction: its connection is left alone.
+    connection.ensure_connection()
+    connection.close_at = 0
+    close_old_database_connections(sender=SimpleNamespace(request=SimpleNamespace(is_eager=True)))
+    assert connection.connection is not None

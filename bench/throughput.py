@@ -223,17 +223,18 @@ def main():
                  f"{direct['succeeded']}/{direct['n']} succeeded"])
     c.print_table(["run", "seconds", "publications/s", "outcome"], rows)
 
+    # Each round's product run is compared with the bare loop run just before it.
+    ratios = [rate(p) / rate(b) for b, p in zip(bare_runs, product_runs)]
     bare_rate = statistics.median(rate(r) for r in bare_runs)
-    product_rate = statistics.median(rate(r) for r in product_runs)
-    ratio_rows = [[f"round {i}", f"{rate(b):.1f}", f"{rate(p):.1f}", f"{rate(p) / rate(b):.2f}"]
-                  for i, (b, p) in enumerate(zip(bare_runs, product_runs), 1)]
-    ratio_rows.append(["median of the rounds", f"{bare_rate:.1f}", f"{product_rate:.1f}",
-                       f"{product_rate / bare_rate:.2f}"])
+    ratio_rows = [[f"round {i}", f"{rate(b):.1f}", f"{rate(p):.1f}", f"{r:.2f}"]
+                  for i, (b, p, r) in enumerate(zip(bare_runs, product_runs, ratios), 1)]
     ratio_rows.append([f"(b') pacing on / median bare", f"{bare_rate:.1f}", f"{rate(paced):.1f}",
                        f"{rate(paced) / bare_rate:.2f}"])
     c.print_table(["product / bare (target >= 0.80)", "bare /s", "product /s", "ratio"], ratio_rows)
-    verdict = "meets the target" if product_rate / bare_rate >= 0.8 else "BELOW THE TARGET"
-    print(f"verdict: median product / median bare = {product_rate / bare_rate:.2f}, {verdict} of 0.80")
+    median_ratio = statistics.median(ratios)
+    verdict = "meets the target" if median_ratio >= 0.8 else "BELOW THE TARGET"
+    print(f"verdict: median of the rounds' ratios {median_ratio:.2f} (lowest {min(ratios):.2f}), "
+          f"{verdict} of 0.80")
     print()
 
     cpu_rows = [

@@ -3,7 +3,12 @@ import hashlib
 import json
 from types import SimpleNamespace
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from packages_app import payloads
+from packages_app.models import Integration
 
 
 def pkg(package_id, type_="SKILLS_TEST", name="N", description="D"):
@@ -50,3 +55,32 @@ def test_empty_catalogue_and_parse_round_trip():
     assert data == b'{"packages":[]}'
     assert payloads.parse_body(data.decode()) == {"packages": []}
     assert payloads.parse_body("") == {"packages": []}
+
+
+# --- bodies for many integrations at once ----------------------------------------------------
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30)
+
+
+@given(st.lists(st.tuples(_text, st.sampled_from(["SKILLS_TEST", "BEHAVIORAL"]), _text, _text),
+                max_size=8, unique_by=lambda row: row[0]))
+def test_canonical_bytes_are_one_json_document_of_the_ordered_body(rows):
+    """The entry-by-entry encoding is exactly the single json.dumps the format was defined by."""
+    body = payloads.build_body([pkg(*row) for row in rows])
+    ordered = {"packages": [{f: e[f] for f in payloads.PACKAGE_FIELDS} for e in body["packages"]]}
+    assert payloads.canonical_bytes(body) == json.dumps(ordered, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@pytest.mark.django_db
+def test_plans_for_many_integrations_equal_each_integrations_own_plan(make_package, make_integration):
+    from packages_app import services
+
+    packages = [make_package("b-2", name='Quote " and \\ backslash', description="Line\nbreak, ünïcödé, 漢字"),
+                make_package("a-1"), make_package("C-3", name="Emoji 🎯"), make_package("a-10")]
+    integrations = [make_integration(packages), make_integration(packages[:2]), make_integration([]),
+                    make_integration(packages[2:])]
+    many = services.publication_plans(integrations=integrations)
+    for integration, plan in zip(integrations, many):
+        one = services.publication_plan(integration=Integration.objects.get(pk=integration.pk))
+        assert (plan.body, plan.body_bytes, plan.sha256) == (one.body, one.body_bytes, one.sha256)
+    assert many[2].body_bytes == b'{"packages":[]}'

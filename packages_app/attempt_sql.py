@@ -12,8 +12,11 @@ Why SQL here: this is the one path that runs once per request to Kombo. Through 
 eight statements in three transactions per publication, about fourteen round trips, and capped
 a worker with four processes at a quarter of what the network allows (bench/throughput.py).
 Data-modifying CTEs make each step one round trip that happens whole or not at all, for a whole
-batch at once. Table and column names come from the models' _meta, so a rename cannot leave this
-file behind silently.
+batch at once. `take` locks what it changes with SKIP LOCKED: a row another transaction holds
+(another worker's take, the admin saving that integration, the enqueuer marking rows) counts as
+busy instead of being waited for, so the statement never waits and cannot deadlock with another
+multi-row writer. Table and column names come from the models' _meta, so a rename cannot leave
+this file behind silently.
 """
 import json
 from dataclasses import dataclass
@@ -45,20 +48,25 @@ def _sql_take():
 WITH wanted AS (
     SELECT {p["id"]} AS id, {p["integration"]} AS integration_id
       FROM {p["table"]} WHERE {p["id"]} = ANY(%(ids)s::bigint[])
+), free AS (
+    SELECT i.{i["id"]} AS id, wanted.id AS publication_id
+      FROM {i["table"]} AS i JOIN wanted ON i.{i["id"]} = wanted.integration_id
+     WHERE i.{i["publish_lease_owner"]} IS NULL OR i.{i["publish_lease_until"]} < now()
+       FOR UPDATE OF i SKIP LOCKED
 ), lease AS (
     UPDATE {i["table"]} AS i
-       SET {i["publish_lease_owner"]} = wanted.id,
+       SET {i["publish_lease_owner"]} = free.publication_id,
            {i["publish_lease_token"]} = %(token)s,
            {i["publish_lease_until"]} = now() + %(lease_seconds)s * interval '1 second'
-      FROM wanted
-     WHERE i.{i["id"]} = wanted.integration_id
-       AND (i.{i["publish_lease_owner"]} IS NULL OR i.{i["publish_lease_until"]} < now())
+      FROM free
+     WHERE i.{i["id"]} = free.id
  RETURNING i.{i["id"]} AS id, i.{i["publish_lease_owner"]} AS owner,
            i.{i["kombo_integration_id"]} AS kombo_integration_id, i.{i["region"]} AS region
 ), before AS (
-    SELECT {p["id"]} AS id, {p["status"]} AS status, {p["next_attempt_at"]} AS next_attempt_at,
-           {p["started_at"]} AS started_at
-      FROM {p["table"]} WHERE {p["id"]} = ANY(%(ids)s::bigint[])
+    SELECT p.{p["id"]} AS id, p.{p["status"]} AS status, p.{p["next_attempt_at"]} AS next_attempt_at,
+           p.{p["started_at"]} AS started_at
+      FROM {p["table"]} AS p JOIN lease ON p.{p["id"]} = lease.owner
+       FOR UPDATE OF p SKIP LOCKED
 ), claimed AS (
     UPDATE {p["table"]} AS p
        SET {p["status"]} = %(sending)s,

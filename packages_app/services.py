@@ -202,7 +202,7 @@ def publications_enqueue(*, publication_ids, countdown=None):
                 queued += batch
                 unmarked += batch
                 if len(unmarked) >= ENQUEUED_AT_CHUNK:
-                    Publication.objects.filter(pk__in=unmarked).update(enqueued_at=eta)
+                    _mark_enqueued(unmarked, eta)
                     unmarked = []
     except Exception as exc:  # any broker or transport failure
         logger.warning(
@@ -210,8 +210,16 @@ def publications_enqueue(*, publication_ids, countdown=None):
             len(publication_ids) - len(queued), type(exc).__name__, exc,
         )
     if unmarked:
-        Publication.objects.filter(pk__in=unmarked).update(enqueued_at=eta)
+        _mark_enqueued(unmarked, eta)
     return queued
+
+
+def _mark_enqueued(publication_ids, eta):
+    """Note when the rows were queued, skipping any a worker is writing at this moment (it is
+    executing them already): waiting for its locks while it waits for ours could deadlock."""
+    with transaction.atomic():
+        free = Publication.objects.select_for_update(skip_locked=True).filter(pk__in=publication_ids)
+        Publication.objects.filter(pk__in=list(free.values_list("pk", flat=True))).update(enqueued_at=eta)
 
 
 def publication_enqueue(*, publication_id, countdown=None):

@@ -256,3 +256,32 @@ def test_a_task_keeps_a_fresh_database_connection_and_replaces_an_old_one(monkey
     connection.close_at = 0
     close_old_database_connections(sender=SimpleNamespace(request=SimpleNamespace(is_eager=True)))
     assert connection.connection is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_take_counts_rows_another_transaction_holds_as_busy_and_never_waits(batch):
+    """SKIP LOCKED: a take never waits for a lock, so it cannot deadlock with the enqueuer or
+    another worker; what it could not lock goes the slow way (busy, or the ORM path)."""
+    import time
+
+    import psycopg
+    from django.utils import timezone
+
+    db = connection.settings_dict
+    other = psycopg.connect(dbname=db["NAME"], user=db["USER"], host=db["HOST"], port=db["PORT"])
+    try:
+        with other.transaction():
+            integration_id = Publication.objects.get(pk=batch[0]).integration_id
+            other.execute("SELECT 1 FROM packages_app_integration WHERE id = %s FOR UPDATE", [integration_id])
+            other.execute("SELECT 1 FROM packages_app_publication WHERE id = %s FOR UPDATE", [batch[1]])
+            now = timezone.now()
+            started = time.monotonic()
+            taken = attempt_sql.take(publication_ids=batch[:3], token="t" * 32, lease_seconds=60, now=now,
+                                     due_by=now, max_attempts=8)
+            assert time.monotonic() - started < 1
+    finally:
+        other.close()
+    assert not taken[batch[0]].leased                                   # its integration was held
+    assert taken[batch[1]].leased and not taken[batch[1]].claimed       # its row was held
+    assert taken[batch[2]].claimed
+    assert statuses(batch[:3]) == ["queued", "queued", "sending"]

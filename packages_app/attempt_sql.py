@@ -102,6 +102,14 @@ SELECT wanted.id, wanted.integration_id, lease.id, lease.kombo_integration_id, l
 """
 
 
+def _sql_held(i):
+    # The rows of `v` whose integration this run still leases: nothing else is touched.
+    return f"""held AS (
+    SELECT v.* FROM v JOIN {i["table"]} AS i
+        ON i.{i["id"]} = v.integration_id AND i.{i["publish_lease_token"]} = %(token)s
+)"""
+
+
 def _sql_release(i):
     return f"""released AS (
     UPDATE {i["table"]} AS i
@@ -122,22 +130,22 @@ WITH v AS (
                          %(rate_limit_headers)s::text[], %(messages)s::text[], %(finished_at)s::timestamptz[])
         AS v(id, attempt_id, integration_id, http_status, response_body, warnings, rate_limit_headers,
              message, finished_at)
-), done_publication AS (
+), {_sql_held(i)}, done_publication AS (
     UPDATE {p["table"]} AS p
-       SET {p["status"]} = %(succeeded)s, {p["http_status"]} = v.http_status,
-           {p["response_body"]} = v.response_body, {p["warnings"]} = v.warnings::jsonb,
-           {p["rate_limit_headers"]} = v.rate_limit_headers::jsonb, {p["finished_at"]} = v.finished_at,
+       SET {p["status"]} = %(succeeded)s, {p["http_status"]} = held.http_status,
+           {p["response_body"]} = held.response_body, {p["warnings"]} = held.warnings::jsonb,
+           {p["rate_limit_headers"]} = held.rate_limit_headers::jsonb, {p["finished_at"]} = held.finished_at,
            {p["error_code"]} = '', {p["error_title"]} = '', {p["error_message"]} = '',
            {p["error_log_url"]} = '', {p["failure_reason"]} = ''
-      FROM v
-     WHERE p.{p["id"]} = v.id
- RETURNING 1
+      FROM held
+     WHERE p.{p["id"]} = held.id AND p.{p["status"]} = %(sending)s
+ RETURNING p.{p["id"]} AS id
 ), done_attempt AS (
     UPDATE {a["table"]} AS a
-       SET {a["finished_at"]} = v.finished_at, {a["http_status"]} = v.http_status,
-           {a["outcome"]} = %(succeeded)s, {a["message"]} = v.message
-      FROM v
-     WHERE a.{a["id"]} = v.attempt_id
+       SET {a["finished_at"]} = held.finished_at, {a["http_status"]} = held.http_status,
+           {a["outcome"]} = %(succeeded)s, {a["message"]} = held.message
+      FROM held JOIN done_publication ON done_publication.id = held.id
+     WHERE a.{a["id"]} = held.attempt_id
  RETURNING 1
 ), {_sql_release(i)}
 SELECT 1
@@ -151,16 +159,16 @@ WITH v AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(attempt_ids)s::bigint[], %(integration_ids)s::bigint[],
                          %(statuses)s::text[], %(next_attempt_at)s::timestamptz[], %(started_at)s::timestamptz[])
         AS v(id, attempt_id, integration_id, status, next_attempt_at, started_at)
-), handed_back AS (
+), {_sql_held(i)}, handed_back AS (
     UPDATE {p["table"]} AS p
-       SET {p["status"]} = v.status, {p["attempts"]} = p.{p["attempts"]} - 1,
-           {p["next_attempt_at"]} = v.next_attempt_at, {p["started_at"]} = v.started_at
-      FROM v
-     WHERE p.{p["id"]} = v.id AND p.{p["status"]} = %(sending)s
- RETURNING 1
+       SET {p["status"]} = held.status, {p["attempts"]} = p.{p["attempts"]} - 1,
+           {p["next_attempt_at"]} = held.next_attempt_at, {p["started_at"]} = held.started_at
+      FROM held
+     WHERE p.{p["id"]} = held.id AND p.{p["status"]} = %(sending)s
+ RETURNING p.{p["id"]} AS id
 ), dropped AS (
-    DELETE FROM {a["table"]} AS a USING v
-     WHERE a.{a["id"]} = v.attempt_id AND a.{a["finished_at"]} IS NULL
+    DELETE FROM {a["table"]} AS a USING held, handed_back
+     WHERE a.{a["id"]} = held.attempt_id AND handed_back.id = held.id AND a.{a["finished_at"]} IS NULL
  RETURNING 1
 ), {_sql_release(i)}
 SELECT 1
@@ -240,7 +248,8 @@ class Succeeded:
 
 
 def finish_succeeded(succeeded, *, token):
-    """Store successful answers, close their attempts and release their leases, in one statement."""
+    """Store successful answers, close their attempts and release their leases, in one statement.
+    Only rows still sending under this run's lease (`token`) are written."""
     if not succeeded:
         return
     with connection.cursor() as cursor:
@@ -254,13 +263,14 @@ def finish_succeeded(succeeded, *, token):
             "rate_limit_headers": [json.dumps(s.success.limit_headers) for s in succeeded],
             "messages": [s.message for s in succeeded],
             "finished_at": [s.finished_at for s in succeeded],
-            "succeeded": Status.SUCCEEDED, "token": token,
+            "succeeded": Status.SUCCEEDED, "sending": Status.SENDING, "token": token,
         })
 
 
 def hand_back(taken, *, token):
     """Undo `take` for attempts that were never sent: the publications as they were before,
-    their open attempt rows gone, their leases released. One statement."""
+    their open attempt rows gone, their leases released. One statement; only rows still sending
+    under this run's lease (`token`) are touched."""
     if not taken:
         return
     with connection.cursor() as cursor:

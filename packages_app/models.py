@@ -138,7 +138,8 @@ class IntegrationQuerySet(models.QuerySet):
         packages = AssessmentPackage.objects.filter(pk__in=links.values("assessmentpackage_id"))
         rows = {pk: tuple(values) for pk, *values in
                 packages.values_list("pk", "package_id", "type", "name", "description")}
-        return offered, rows
+        # A package deleted between the two reads is offered no more.
+        return {pk: [p for p in linked if p in rows] for pk, linked in offered.items()}, rows
 
 
 class Integration(models.Model):

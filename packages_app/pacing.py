@@ -116,14 +116,19 @@ def reserve_slot(max_wait=float("inf")):
     return reserve_slots(1, max_wait)[0]
 
 
+def interval():
+    """Seconds between two requests in the schedule (0: pacing off)."""
+    rate = settings.KOMBO_RATE_LIMIT_PER_SECOND
+    return 1.0 / rate if rate and rate > 0 else 0.0
+
+
 def reserve_slots(count, max_wait=float("inf")):
     """Up to `count` consecutive places in the schedule, for a batch sent one after another:
     the granted ones, each with its wait from now; or one refused Slot when not even the first
     is within `max_wait`."""
-    rate = settings.KOMBO_RATE_LIMIT_PER_SECOND
-    if not rate or rate <= 0:
+    if not interval():
         return [Slot(0.0, True)] * count
-    return pacer().reserve(1.0 / rate, max_wait, count)
+    return pacer().reserve(interval(), max_wait, count)
 
 
 def observe(*, http_status, retry_after):

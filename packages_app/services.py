@@ -38,6 +38,9 @@ MAX_COUNTDOWN_SECONDS = 600
 LEASE_BUSY_RETRY_SECONDS = 1.0
 # A message that arrives a little before its publication's next_attempt_at still runs.
 EARLY_ARRIVAL_SLACK_SECONDS = 1.0
+# A batch that failed queues what it had not handled again after this long (not at once: the
+# failure may well repeat).
+RETRY_AFTER_BATCH_FAILURE_SECONDS = 30
 
 
 class CatalogueChanged(Exception):
@@ -323,33 +326,44 @@ def publications_execute(*, publication_ids, time_budget=None, time_limit=None):
     database, go one by one through publication_execute's path. No attempt starts after
     `time_budget` seconds, nor after Kombo answers 429: the publications not sent then are
     handed back as they were and queued again. Leases last past what is left of the task's hard
-    `time_limit`. Returns an ExecuteResult per distinct id, in order.
+    `time_limit`. If something fails, what the batch had not handled is queued again before the
+    error goes on. Returns an ExecuteResult per distinct id, in order.
     """
     clock = _BatchClock(
         budget=settings.KOMBO_PUBLISH_BATCH_SECONDS if time_budget is None else time_budget,
         limit=settings.KOMBO_BATCH_TIME_LIMIT if time_limit is None else time_limit,
     )
     ids = list(dict.fromkeys(publication_ids))
-    loaded = _load_for_execution(ids)
-    hot = _hot_path()
-    plain = [pk for pk in ids if hot and _plainly_due(loaded.get(pk))]
-    others = [pk for pk in ids if pk not in set(plain)]
     results = {}
-    for index, publication_id in enumerate(others):
-        if clock.spent():
-            rest = others[index:] + plain
-            logger.info("Batch out of time after %s publication(s); %s queued again.", len(results), len(rest))
-            publications_enqueue(publication_ids=rest)
-            return [results[pk] for pk in ids if pk in results]
-        result = _execute(publication_id, loaded.get(publication_id), clock.lease_seconds())
-        results[publication_id] = result
-        if result.status == "paced":
-            # No slot soon for this one, so none for the others either: they wait together.
-            rest = others[index + 1:] + plain
-            publications_enqueue(publication_ids=rest, countdown=result.retry_in)
-            return [results[pk] for pk in ids if pk in results]
-    if plain:
-        results.update(_execute_plainly_due(plain, clock))
+    try:
+        loaded = _load_for_execution(ids)
+        hot = _hot_path()
+        plain = [pk for pk in ids if hot and _plainly_due(loaded.get(pk))]
+        others = [pk for pk in ids if pk not in set(plain)]
+        for index, publication_id in enumerate(others):
+            if clock.spent():
+                rest = others[index:] + plain
+                logger.info("Batch out of time after %s publication(s); %s queued again.", len(results), len(rest))
+                publications_enqueue(publication_ids=rest)
+                results |= {pk: ExecuteResult(Status.QUEUED, retry_in=0) for pk in rest}
+                return [results[pk] for pk in ids]
+            result = _execute(publication_id, loaded.get(publication_id), clock.lease_seconds())
+            results[publication_id] = result
+            if result.status == "paced":
+                # No slot soon for this one, so none for the others either: they wait together.
+                rest = others[index + 1:] + plain
+                publications_enqueue(publication_ids=rest, countdown=result.retry_in)
+                results |= {pk: ExecuteResult("paced", retry_in=result.retry_in) for pk in rest}
+                return [results[pk] for pk in ids]
+        if plain:
+            _execute_plainly_due(plain, clock, results)
+    except Exception:
+        rest = [pk for pk in ids if pk not in results]
+        logger.exception("Batch failed; %s publication(s) it had not handled are queued again in %s s.",
+                         len(rest), RETRY_AFTER_BATCH_FAILURE_SECONDS)
+        if rest:
+            publications_enqueue(publication_ids=rest, countdown=RETRY_AFTER_BATCH_FAILURE_SECONDS)
+        raise
     return [results[pk] for pk in ids if pk in results]
 
 
@@ -359,10 +373,14 @@ def _plainly_due(publication):
             and not _not_due(publication) and not publication.has_newer)
 
 
-def _execute_plainly_due(publication_ids, clock):
+def _execute_plainly_due(publication_ids, clock, results):
     """The batch path on PostgreSQL: slots for all, one take, the requests one after another,
-    one statement for all the successes (and one handing back what was not sent)."""
-    results = {}
+    one statement for all the successes (and one handing back what was not sent). Fills
+    `results` as it goes, so that a failure half-way still tells what was handled."""
+    if clock.spent():
+        publications_enqueue(publication_ids=publication_ids)
+        results |= {pk: ExecuteResult(Status.QUEUED, retry_in=0) for pk in publication_ids}
+        return
     slots = pacing.reserve_slots(len(publication_ids), max_wait=settings.KOMBO_PACING_MAX_WAIT_SECONDS)
     reserved_at = time.monotonic()
     granted = publication_ids[:len(slots)] if slots[0].granted else []
@@ -372,41 +390,27 @@ def _execute_plainly_due(publication_ids, clock):
         publications_enqueue(publication_ids=refused, countdown=retry_in)
         results |= {pk: ExecuteResult("paced", retry_in=retry_in) for pk in refused}
     if not granted:
-        return results
+        return
     token = uuid.uuid4().hex
     now = timezone.now()
     taken = attempt_sql.take(
         publication_ids=granted, token=token, lease_seconds=clock.lease_seconds(), now=now,
         due_by=now + timedelta(seconds=EARLY_ARRIVAL_SLACK_SECONDS), max_attempts=settings.KOMBO_MAX_ATTEMPTS,
     )
-    to_send = []
-    for publication_id, slot in zip(granted, slots):
-        one = taken.get(publication_id)
-        if one is None:
-            logger.error("Publication %s does not exist; nothing to do.", publication_id)
-            results[publication_id] = ExecuteResult("missing")
-        elif not one.leased:
-            results[publication_id] = _lease_busy(publication_id)
-        elif not one.claimed:
-            # It changed since the batch read it (a newer publication, attempts spent...).
-            lease = Lease(publication_id, one.integration_id, seconds=clock.lease_seconds(), token=token, held=True)
-            try:
-                results[publication_id] = _execute_with_lease(publication_id, lease)
-            finally:
-                if lease.held:
-                    _lease_release(lease)
-        else:
-            to_send.append((one, slot))
-
-    succeeded, done, requeue_in = [], 0, None
+    start_at = dict(zip(granted, (reserved_at + slot.wait for slot in slots)))
+    claimed = [taken[pk] for pk in granted if pk in taken and taken[pk].claimed]
+    # Not claimed (gone, lease busy, or changed since the batch read it): after the sends.
+    unclaimed = [pk for pk in granted if not (pk in taken and taken[pk].claimed)]
+    pace = _Pace(pacing.interval())
+    succeeded, sent, stopped, requeue_in, in_hand = [], 0, False, None, None
     try:
-        for one, slot in to_send:
+        for one in claimed:
             if clock.spent():
+                stopped = True
                 break
-            wait = reserved_at + slot.wait - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            done += 1
+            pace.wait_until(start_at[one.publication_id])
+            sent += 1
+            in_hand = one
             publication, attempt = one.publication, one.attempt
             timed_out = False
             try:
@@ -418,28 +422,80 @@ def _execute_plainly_due(publication_ids, clock):
                 _lease_release(Lease(one.publication_id, one.integration_id, seconds=0, token=token, held=True))
                 if outcome.http_status == 429:
                     # Kombo asked everyone to slow down: the rest wait as long as this one.
-                    requeue_in = results[one.publication_id].retry_in
-                    break
-                if timed_out:
+                    requeue_in = min(results[one.publication_id].retry_in or 0, MAX_COUNTDOWN_SECONDS)
+                if outcome.http_status == 429 or timed_out:
+                    stopped = True
                     break
             else:
                 _log_warnings(publication, outcome)
                 succeeded.append(attempt_sql.Succeeded(publication, attempt, outcome, _success_message(outcome),
                                                        timezone.now()))
                 results[one.publication_id] = ExecuteResult(Status.SUCCEEDED, sent=True)
+            in_hand = None
+        while unclaimed:
+            publication_id = unclaimed[0]
+            one = taken.get(publication_id)
+            if one is None:
+                logger.error("Publication %s does not exist; nothing to do.", publication_id)
+                results[publication_id] = ExecuteResult("missing")
+            elif not one.leased:
+                results[publication_id] = _lease_busy(publication_id)
+            else:
+                lease = Lease(publication_id, one.integration_id, seconds=clock.lease_seconds(), token=token,
+                              held=True)
+                try:
+                    if stopped:
+                        publications_enqueue(publication_ids=[publication_id], countdown=requeue_in)
+                        results[publication_id] = ExecuteResult(Status.QUEUED, retry_in=requeue_in or 0)
+                    else:
+                        pace.wait_until(start_at[publication_id])
+                        results[publication_id] = _execute_with_lease(publication_id, lease)
+                finally:
+                    if lease.held:
+                        _lease_release(lease)
+            unclaimed.pop(0)
     finally:
-        # Whatever happened above: what was sent is recorded, what was not is handed back.
-        attempt_sql.finish_succeeded(succeeded, token=token)
-        for item in succeeded:
-            _log_succeeded(item.publication, item.success)
-        unsent = [one for one, _ in to_send[done:]]
-        if unsent:
-            attempt_sql.hand_back(unsent, token=token)
-            logger.info("Batch stopped after %s request(s); %s publication(s) queued again.", done, len(unsent))
-            publications_enqueue(publication_ids=[one.publication_id for one in unsent], countdown=requeue_in)
-            for one in unsent:
-                results[one.publication_id] = ExecuteResult(one.previous[0], retry_in=requeue_in or 0)
-    return results
+        # Whatever happened above: what was sent is recorded, what was not is handed back, and
+        # no lease of this run outlives it. Each step runs even if the one before failed.
+        try:
+            attempt_sql.finish_succeeded(succeeded, token=token)
+            for item in succeeded:
+                _log_succeeded(item.publication, item.success)
+        finally:
+            try:
+                unsent = claimed[sent:]
+                if unsent:
+                    attempt_sql.hand_back(unsent, token=token)
+                    logger.info("Batch stopped after %s request(s); %s publication(s) queued again.",
+                                sent, len(unsent))
+                    publications_enqueue(publication_ids=[one.publication_id for one in unsent], countdown=requeue_in)
+                    results |= {one.publication_id: ExecuteResult(one.previous[0], retry_in=requeue_in or 0)
+                                for one in unsent}
+            finally:
+                # Left by an exception: the leases of what was not reached, and of the one whose
+                # request had been made (it stays sending: its next run counts the attempt as
+                # lost and sends again).
+                left = [taken.get(pk) for pk in unclaimed] + [in_hand]
+                for one in left:
+                    if one is not None and one.leased:
+                        _lease_release(Lease(one.publication_id, one.integration_id, seconds=0, token=token,
+                                             held=True))
+
+
+class _Pace:
+    """Send at the reserved slot, and never two sends of one batch closer than the schedule's
+    interval: a batch that fell behind its slots does not catch up in a burst."""
+
+    def __init__(self, interval):
+        self.interval = interval
+        self.last = None
+
+    def wait_until(self, slot_time):
+        at = slot_time if self.last is None else max(slot_time, self.last + self.interval)
+        wait = at - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self.last = time.monotonic()
 
 
 def _load_for_execution(publication_ids):

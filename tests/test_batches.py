@@ -133,7 +133,7 @@ def test_the_task_time_limit_in_the_middle_records_what_was_sent_and_hands_back_
     assert statuses(batch[2:]) == ["queued"] * 3 and leases_held() == 0
 
 
-def test_a_bug_while_sending_still_records_the_successes_before_it(sandbox, batch, monkeypatch):
+def test_a_bug_while_sending_still_records_the_successes_before_it(sandbox, batch, queued, monkeypatch):
     send = services._send
     calls = []
 
@@ -147,9 +147,15 @@ def test_a_bug_while_sending_still_records_the_successes_before_it(sandbox, batc
     with pytest.raises(RuntimeError):
         services.publications_execute(publication_ids=batch)
     assert statuses(batch[:2]) == ["succeeded", "succeeded"]
-    # The one in flight stays sending (the sweep resumes it); the others are handed back.
-    assert statuses(batch[2:]) == ["sending", "queued", "queued"]
-    assert Integration.objects.exclude(publish_lease_token="").count() == 1
+    # The one in hand stays sending; the others are handed back; no lease is left behind.
+    assert statuses(batch[2:]) == ["sending", "queued", "queued"] and leases_held() == 0
+    # What the batch had not finished is queued again, not at once (the failure may repeat).
+    assert (batch[3:], None) in queued and ([batch[2]], services.RETRY_AFTER_BATCH_FAILURE_SECONDS) in queued
+    # Its next run counts the attempt as lost and sends again.
+    queued.clear()
+    assert services.publication_execute(publication_id=batch[2]).status == "succeeded"
+    outcomes = list(Publication.objects.get(pk=batch[2]).attempt_log.values_list("outcome", flat=True))
+    assert outcomes == ["lost", "succeeded"]
 
 
 def test_a_busy_lease_and_a_newer_publication_inside_a_batch(sandbox, batch, queued, make_integration):
@@ -285,3 +291,81 @@ def test_take_counts_rows_another_transaction_holds_as_busy_and_never_waits(batc
     assert taken[batch[1]].leased and not taken[batch[1]].claimed       # its row was held
     assert taken[batch[2]].claimed
     assert statuses(batch[:3]) == ["queued", "queued", "sending"]
+
+
+# --- what the review of the batch path asked for ---------------------------------------------------
+
+def test_a_429_with_a_long_retry_after_queues_the_rest_within_the_countdown_cap(sandbox, batch, queued):
+    sandbox.enqueue_fault(Fault(status=429, integration_id="recruitee:Batch0", headers={"Retry-After": "3000"},
+                                body={"status": "error", "error": {"code": "PLATFORM.RATE_LIMIT_EXCEEDED",
+                                                                   "title": "t", "message": "m"}}))
+    services.publications_execute(publication_ids=batch)
+    (rest_ids, countdown), = [(ids, c) for ids, c in queued if ids == batch[1:]]
+    assert countdown == services.MAX_COUNTDOWN_SECONDS  # the broker's visibility timeout stays out of reach
+    assert statuses(batch[1:]) == ["queued"] * 4 and leases_held() == 0
+
+
+def test_a_failure_after_the_sends_still_records_them_and_frees_every_lease(sandbox, batch, queued, monkeypatch):
+    # batch[4] changes after the batch read it (attempts spent), so it takes the general path, which fails.
+    loaded = services._load_for_execution
+
+    def load_then_spend(ids):
+        rows = loaded(ids)
+        Publication.objects.filter(pk=batch[4]).update(status="retrying", next_attempt_at="2999-01-01T00:00:00Z")
+        return rows
+
+    def broken(publication_id, lease):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(services, "_load_for_execution", load_then_spend)
+    monkeypatch.setattr(services, "_execute_with_lease", broken)
+    with pytest.raises(RuntimeError):
+        services.publications_execute(publication_ids=batch)
+    assert statuses(batch) == ["succeeded"] * 4 + ["retrying"] and leases_held() == 0
+    assert ([batch[4]], services.RETRY_AFTER_BATCH_FAILURE_SECONDS) in queued
+
+
+def test_recording_and_handing_back_touch_only_rows_this_run_still_holds(batch):
+    from django.utils import timezone
+
+    from packages_app.kombo import KomboSuccess
+
+    now = timezone.now()
+    taken = attempt_sql.take(publication_ids=batch[:2], token="a" * 32, lease_seconds=60, now=now, due_by=now,
+                             max_attempts=8)
+    # Another run took both integrations over (our leases expired, say).
+    Integration.objects.filter(pk__in=[t.integration_id for t in taken.values()]).update(publish_lease_token="b" * 32)
+    first, second = (taken[pk] for pk in batch[:2])
+    success = KomboSuccess(http_status=200, warnings=[], body_text="{}", limit_headers={}, elapsed=0.1)
+    attempt_sql.finish_succeeded([attempt_sql.Succeeded(first.publication, first.attempt, success, "", now)],
+                                 token="a" * 32)
+    attempt_sql.hand_back([second], token="a" * 32)
+    assert statuses(batch[:2]) == ["sending", "sending"]
+    assert PublicationAttempt.objects.filter(finished_at__isnull=True).count() == 2
+    assert Integration.objects.filter(publish_lease_token="b" * 32).count() == 2
+
+
+def test_a_batch_whose_budget_is_spent_reserves_no_slot_and_takes_nothing(sandbox, batch, queued, settings):
+    import redis
+
+    from packages_app import pacing
+
+    settings.KOMBO_RATE_LIMIT_PER_SECOND = 5
+    client = redis.Redis.from_url(settings.KOMBO_PACING_REDIS_URL)
+    client.delete(pacing.SLOT_KEY)
+    results = services.publications_execute(publication_ids=batch, time_budget=-1)
+    assert [r.status for r in results] == ["queued"] * 5 and queued == [(batch, None)]
+    assert client.get(pacing.SLOT_KEY) is None and sandbox.requests("PUT") == []
+    assert statuses(batch) == ["queued"] * 5 and PublicationAttempt.objects.count() == 0
+
+
+def test_a_batch_behind_its_slots_keeps_the_schedules_interval_between_sends():
+    import time
+
+    pace = services._Pace(0.05)
+    past = time.monotonic() - 10  # every slot already due
+    starts = []
+    for _ in range(4):
+        pace.wait_until(past)
+        starts.append(time.monotonic())
+    assert all(b - a >= 0.049 for a, b in zip(starts, starts[1:]))

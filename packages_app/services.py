@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -219,10 +219,15 @@ def publications_enqueue(*, publication_ids, countdown=None):
 
 def _mark_enqueued(publication_ids, eta):
     """Note when the rows were queued, skipping any a worker is writing at this moment (it is
-    executing them already): waiting for its locks while it waits for ours could deadlock."""
+    executing them already): waiting for its locks while it waits for ours could deadlock. A
+    database without SKIP LOCKED (SQLite) has one writer at a time: a plain UPDATE waits its turn."""
+    rows = Publication.objects.filter(pk__in=publication_ids)
+    if not connection.features.has_select_for_update_skip_locked:
+        rows.update(enqueued_at=eta)
+        return
     with transaction.atomic():
-        free = Publication.objects.select_for_update(skip_locked=True).filter(pk__in=publication_ids)
-        Publication.objects.filter(pk__in=list(free.values_list("pk", flat=True))).update(enqueued_at=eta)
+        free = rows.select_for_update(skip_locked=True).values_list("pk", flat=True)
+        Publication.objects.filter(pk__in=list(free)).update(enqueued_at=eta)
 
 
 def publication_enqueue(*, publication_id, countdown=None):

@@ -397,11 +397,7 @@ def _execute_plainly_due(publication_ids, clock, results):
     if not granted:
         return
     token = uuid.uuid4().hex
-    now = timezone.now()
-    taken = attempt_sql.take(
-        publication_ids=granted, token=token, lease_seconds=clock.lease_seconds(), now=now,
-        due_by=now + timedelta(seconds=EARLY_ARRIVAL_SLACK_SECONDS), max_attempts=settings.KOMBO_MAX_ATTEMPTS,
-    )
+    taken = _take(granted, token=token, lease_seconds=clock.lease_seconds())
     start_at = dict(zip(granted, (reserved_at + slot.wait for slot in slots)))
     claimed = [taken[pk] for pk in granted if pk in taken and taken[pk].claimed]
     # Not claimed (gone, lease busy, or changed since the batch read it): after the sends.
@@ -424,7 +420,7 @@ def _execute_plainly_due(publication_ids, clock, results):
                 outcome, timed_out = _timed_out(), True
             if isinstance(outcome, kombo.KomboError):
                 results[one.publication_id] = _record_error(publication, attempt, outcome)
-                _lease_release(Lease(one.publication_id, one.integration_id, seconds=0, token=token, held=True))
+                _release(one, token)
                 if outcome.http_status == 429:
                     # Kombo asked everyone to slow down: the rest wait as long as this one.
                     requeue_in = min(results[one.publication_id].retry_in or 0, MAX_COUNTDOWN_SECONDS)
@@ -480,11 +476,9 @@ def _execute_plainly_due(publication_ids, clock, results):
                 # Left by an exception: the leases of what was not reached, and of the one whose
                 # request had been made (it stays sending: its next run counts the attempt as
                 # lost and sends again).
-                left = [taken.get(pk) for pk in unclaimed] + [in_hand]
-                for one in left:
+                for one in [taken.get(pk) for pk in unclaimed] + [in_hand]:
                     if one is not None and one.leased:
-                        _lease_release(Lease(one.publication_id, one.integration_id, seconds=0, token=token,
-                                             held=True))
+                        _release(one, token)
 
 
 class _Pace:
@@ -530,11 +524,7 @@ def _execute(publication_id, publication, lease_for):
     lease = Lease(publication_id=publication.pk, integration_id=publication.integration_id, seconds=lease_for)
     taken = None
     if _hot_path():
-        now = timezone.now()
-        taken = attempt_sql.take(
-            publication_ids=[publication.pk], token=lease.token, lease_seconds=lease.seconds, now=now,
-            due_by=now + timedelta(seconds=EARLY_ARRIVAL_SLACK_SECONDS), max_attempts=settings.KOMBO_MAX_ATTEMPTS,
-        ).get(publication.pk)
+        taken = _take([publication.pk], token=lease.token, lease_seconds=lease.seconds).get(publication.pk)
         lease.held = taken is not None and taken.leased
     else:
         _lease_acquire(lease)
@@ -547,6 +537,20 @@ def _execute(publication_id, publication, lease_for):
     finally:
         if lease.held:
             _lease_release(lease)
+
+
+def _take(publication_ids, *, token, lease_seconds):
+    """attempt_sql.take with this deployment's rules: due a little early, KOMBO_MAX_ATTEMPTS."""
+    now = timezone.now()
+    return attempt_sql.take(
+        publication_ids=publication_ids, token=token, lease_seconds=lease_seconds, now=now,
+        due_by=now + timedelta(seconds=EARLY_ARRIVAL_SLACK_SECONDS), max_attempts=settings.KOMBO_MAX_ATTEMPTS,
+    )
+
+
+def _release(taken, token):
+    """Release the lease `take` gave one publication of a batch."""
+    _lease_release(Lease(taken.publication_id, taken.integration_id, seconds=0, token=token, held=True))
 
 
 def _lease_busy(publication_id, status=Status.QUEUED):

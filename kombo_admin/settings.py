@@ -183,10 +183,11 @@ KOMBO_SWEEP_INTERVAL_SECONDS = env.float("KOMBO_SWEEP_INTERVAL_SECONDS", default
 KOMBO_RATE_LIMIT_PER_SECOND = env.float("KOMBO_RATE_LIMIT_PER_SECOND", default=5.0)
 # A worker waits in place for its slot up to this long; a longer wait is re-queued instead.
 KOMBO_PACING_MAX_WAIT_SECONDS = env.float("KOMBO_PACING_MAX_WAIT_SECONDS", default=30.0)
-# Publications published together are queued in messages of this many; one worker process sends
-# a message's publications one after another (still one request in flight per process). Larger
-# messages spend less per publication on the queue; smaller ones spread a short publish over more
-# processes. 1 gives one message per publication.
+# Publications published together are queued in messages of up to this many (fewer towards the
+# end: services.message_sizes); one worker process sends a message's publications one after
+# another (still one request in flight per process). Larger messages spend less per publication
+# on the queue; smaller ones spread a short publish over more processes. 1 gives one message per
+# publication.
 KOMBO_PUBLISH_BATCH_SIZE = env.int("KOMBO_PUBLISH_BATCH_SIZE", default=10)
 if KOMBO_PUBLISH_BATCH_SIZE < 1:
     raise ImproperlyConfigured("KOMBO_PUBLISH_BATCH_SIZE must be 1 or more.")

@@ -7,6 +7,7 @@ anything is queued; the task is queued after commit; one request per integration
 integration; a re-run sends the same bytes and ends in the same state.
 """
 import logging
+import math
 import os
 import random
 import time
@@ -183,20 +184,21 @@ ENQUEUED_AT_CHUNK = 100
 def publications_enqueue(*, publication_ids, countdown=None):
     """Hand publications to the broker, in order, over one connection; returns the ids queued.
 
-    They travel KOMBO_PUBLISH_BATCH_SIZE to a message (a single one as its own task). If the
+    They travel up to KOMBO_PUBLISH_BATCH_SIZE to a message, fewer towards the end (see
+    message_sizes; a single one goes as its own task). If the
     broker is unreachable the rows stay as they are and the periodic sweep sends them later:
     nothing is lost. After the first failure the rest are left to the sweep too, rather than
     make staff wait for every one to fail in turn.
     """
     from .tasks import publish_publication, publish_publications
 
-    size = settings.KOMBO_PUBLISH_BATCH_SIZE
     eta = timezone.now() + timedelta(seconds=countdown or 0)
-    queued, unmarked = [], []
+    queued, unmarked, start = [], [], 0
     try:
         with publish_publication.app.producer_or_acquire() as producer:
-            for start in range(0, len(publication_ids), size):
+            for size in message_sizes(len(publication_ids)):
                 batch = list(publication_ids[start:start + size])
+                start += size
                 task, args = (publish_publication, batch) if len(batch) == 1 else (publish_publications, [batch])
                 task.apply_async(
                     args=args, countdown=countdown, producer=producer, retry=True,
@@ -215,6 +217,23 @@ def publications_enqueue(*, publication_ids, countdown=None):
     if unmarked:
         _mark_enqueued(unmarked, eta)
     return queued
+
+
+# Messages shrink as what is left to queue shrinks (guided self-scheduling): large ones while there
+# is plenty, then smaller ones, so that the worker processes finish together instead of a few
+# working through the last large messages while the others wait.
+TAPER = 8
+
+
+def message_sizes(count, largest=None):
+    """How many publications each message carries, in order, for `count` queued together."""
+    largest = largest or settings.KOMBO_PUBLISH_BATCH_SIZE
+    sizes = []
+    while count > 0:
+        size = max(1, min(largest, math.ceil(count / TAPER)))
+        sizes.append(size)
+        count -= size
+    return sizes
 
 
 def _mark_enqueued(publication_ids, eta):

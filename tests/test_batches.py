@@ -225,15 +225,22 @@ def test_take_reports_each_publication_and_hand_back_restores_it(batch):
     assert PublicationAttempt.objects.count() == 0 and leases_held() == 0
 
 
-def test_publications_are_queued_ten_to_a_message_and_a_single_one_alone(monkeypatch, settings):
+def test_publications_are_queued_in_messages_that_shrink_towards_the_end(monkeypatch, settings):
     from packages_app import tasks
 
     sent = []
-    monkeypatch.setattr(tasks.publish_publications, "apply_async", lambda **kw: sent.append(("batch", kw["args"])))
-    monkeypatch.setattr(tasks.publish_publication, "apply_async", lambda **kw: sent.append(("one", kw["args"])))
+    monkeypatch.setattr(tasks.publish_publications, "apply_async", lambda **kw: sent.append(kw["args"][0]))
+    monkeypatch.setattr(tasks.publish_publication, "apply_async", lambda **kw: sent.append(kw["args"]))
     settings.KOMBO_PUBLISH_BATCH_SIZE = 10
-    assert services.publications_enqueue(publication_ids=list(range(1, 22))) == list(range(1, 22))
-    assert sent == [("batch", [list(range(1, 11))]), ("batch", [list(range(11, 21))]), ("one", [21])]
+    ids = list(range(1, 201))
+    assert services.publications_enqueue(publication_ids=ids) == ids
+    assert [pk for message in sent for pk in message] == ids  # every id once, in order
+    sizes = [len(message) for message in sent]
+    assert sizes[0] == 10 and max(sizes) == 10 and sizes == sorted(sizes, reverse=True)
+    assert sizes[-1] == 1  # the last ones alone (as the single-publication task)
+    # A short publish is spread over several processes rather than sent by one.
+    assert services.message_sizes(12) == [2, 2, 1, 1, 1, 1, 1, 1, 1, 1]
+    assert services.message_sizes(12, largest=1) == [1] * 12
 
 
 # --- the worker's database connection ------------------------------------------------------------

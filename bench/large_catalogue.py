@@ -2,7 +2,7 @@
 
     python bench/large_catalogue.py [--small]
 
-- services.publication_plan(integration=...): build the body and its canonical bytes and hash,
+- publishing.publication_plan(integration=...): build the body and its canonical bytes and hash,
   median of 5, with the packages already prefetched (pure Python) and from a fresh Integration
   (includes loading the 10,000 packages from PostgreSQL);
 - the publish confirmation page (Django test Client GET, superuser), median of 5 after a warm-up,
@@ -61,7 +61,7 @@ def main():
         from django.test import Client
         from django.urls import reverse
 
-        from packages_app import services
+        from packages_app import publishing
         from packages_app.models import Integration
 
         packages = c.make_packages(n_packages)
@@ -75,10 +75,10 @@ def main():
 
         # --- build and hash --------------------------------------------------------------------
         prefetched = Integration.objects.prefetch_related("packages").get(pk=integration.pk)
-        plan_pure, _ = timed(lambda: services.publication_plan(integration=prefetched), 5, warmup=1)
+        plan_pure, _ = timed(lambda: publishing.publication_plan(integration=prefetched), 5, warmup=1)
         plan_fresh, _ = timed(
-            lambda: services.publication_plan(integration=Integration.objects.get(pk=integration.pk)), 5)
-        plan = services.publication_plan(integration=prefetched)
+            lambda: publishing.publication_plan(integration=Integration.objects.get(pk=integration.pk)), 5)
+        plan = publishing.publication_plan(integration=prefetched)
         rows.append(["publication_plan, packages prefetched (build + bytes + sha256)", c.ms(plan_pure), ""])
         rows.append([f"publication_plan, fresh Integration (+ loading {n_packages:,} packages)", c.ms(plan_fresh), ""])
 
@@ -95,7 +95,7 @@ def main():
         time.sleep(0.3)
         hwm_ready = c.proc_status_kib(worker.pid, "VmHWM")
         t0 = time.monotonic()
-        publication, = services.publications_create(integrations=[integration], requested_by=user)
+        publication, = publishing.publications_create(integrations=[integration], requested_by=user)
         t_created = time.monotonic()
         c.wait_all_final([publication.pk], timeout=120, interval=0.05)
         t_final = time.monotonic()

@@ -97,7 +97,7 @@ def main():
         from django.test import Client
         from django.urls import reverse
 
-        from packages_app import services
+        from packages_app import publishing
         from packages_app.models import Integration, Publication
 
         user = c.make_superuser()
@@ -136,20 +136,20 @@ def main():
         big = c.make_integrations(REPEAT, lambda i: many, prefix="ExecBig-")
         warm_int, = c.make_integrations(1, lambda i: many[:3], prefix="ExecWarm-")
         c.analyze()
-        pubs = services.publications_create(integrations=[warm_int, *few, *big])
+        pubs = publishing.publications_create(integrations=[warm_int, *few, *big])
         pk = {p.integration_id: p.pk for p in pubs}
         # Nothing consumes the broker here: run them in this process, one publication per call.
         def execute(integration):
-            return lambda: services.publication_execute(publication_id=pk[integration.pk])
+            return lambda: publishing.publication_execute(publication_id=pk[integration.pk])
         counted(execute(warm_int))  # warm-up
         exec_small = counted(*[execute(i) for i in few])
         exec_large = counted(*[execute(i) for i in big])
         # --- one batch message (publications_execute): 1 vs 10 publications ------------------
         batch_ints = c.make_integrations(REPEAT + 10 * REPEAT, lambda i: many[:10], prefix="Batch-")
         c.analyze()
-        batch_pks = [p.pk for p in services.publications_create(integrations=batch_ints)]
+        batch_pks = [p.pk for p in publishing.publications_create(integrations=batch_ints)]
         def execute_batch(pks):
-            return lambda: services.publications_execute(publication_ids=pks)
+            return lambda: publishing.publications_execute(publication_ids=pks)
         batch_small = counted(*[execute_batch([pk]) for pk in batch_pks[:REPEAT]])
         batch_large = counted(*[execute_batch(batch_pks[REPEAT + 10 * i:REPEAT + 10 * (i + 1)])
                                 for i in range(REPEAT)])

@@ -29,7 +29,7 @@ def run(mode, count):
         env = bench.start_django(sandbox, broker_url=BROKER, KOMBO_RATE_LIMIT_PER_SECOND=rate,
                                  KOMBO_MAX_ATTEMPTS=20, KOMBO_RETRY_BASE_SECONDS=0.5,
                                  KOMBO_RETRY_MAX_WAIT_SECONDS=10)
-        from packages_app import services
+        from packages_app import publishing
         from packages_app.models import Publication
 
         packages = c.make_packages(5)
@@ -38,7 +38,7 @@ def run(mode, count):
         bench.on_exit(worker.stop)
         sandbox.reset()
         started = time.monotonic()
-        pubs = services.publications_create(integrations=integrations)
+        pubs = publishing.publications_create(integrations=integrations)
         done_at = c.wait_all_final([p.pk for p in pubs], timeout=180)
         elapsed = done_at - started
         statuses = [r.status for r in sandbox.requests("PUT")]

@@ -10,11 +10,10 @@ Rounds alternate bare loop and product (this machine is noisy; every figure come
 run). The product runs with production settings (DEBUG off, persistent database connections) and
 with KOMBO_RATE_LIMIT_PER_SECOND=0, since this server has no rate limit; one more product run with
 the shared pacing on, set far above what the server can take, shows what the Redis schedule costs.
-(c) times services.publication_execute called directly in this process, one at a time, without
+(c) times publishing.publication_execute called directly in this process, one at a time, without
 Celery, and every path's CPU time per publication is printed.
 """
 import argparse
-import os
 import statistics
 import sys
 import threading
@@ -80,18 +79,18 @@ def run_direct(sandbox, count):
     off. Their queue messages are flushed unread afterwards (claim_redis before the product)."""
     from django.conf import settings
 
-    from packages_app import services
+    from packages_app import publishing
     from packages_app.models import Integration
 
     sandbox.reset()
     saved = settings.KOMBO_RATE_LIMIT_PER_SECOND
     settings.KOMBO_RATE_LIMIT_PER_SECOND = 0
     try:
-        publications = services.publications_create(integrations=list(Integration.objects.order_by("pk")[:count]))
-        services.publication_execute(publication_id=publications[0].pk)  # warm-up: connection, client
+        publications = publishing.publications_create(integrations=list(Integration.objects.order_by("pk")[:count]))
+        publishing.publication_execute(publication_id=publications[0].pk)  # warm-up: connection, client
         rest = publications[1:]
         cpu0, t0 = time.thread_time(), time.monotonic()
-        results = [services.publication_execute(publication_id=p.pk).status for p in rest]
+        results = [publishing.publication_execute(publication_id=p.pk).status for p in rest]
         seconds, cpu = time.monotonic() - t0, time.thread_time() - cpu0
     finally:
         settings.KOMBO_RATE_LIMIT_PER_SECOND = saved
@@ -101,11 +100,11 @@ def run_direct(sandbox, count):
 def warm_up(integrations, sandbox):
     """A running worker has its connections open: publish a few integrations one message each
     (spread over the pool processes), outside the clock, then forget them at the server."""
-    from packages_app import services
+    from packages_app import publishing
     from packages_app.models import Publication
 
     with c.settings_override(KOMBO_PUBLISH_BATCH_SIZE=1):
-        pks = [p.pk for p in services.publications_create(integrations=integrations)]
+        pks = [p.pk for p in publishing.publications_create(integrations=integrations)]
     c.wait_all_final(pks, timeout=60)
     Publication.objects.filter(pk__in=pks).delete()
     sandbox.reset()
@@ -115,7 +114,7 @@ def run_product(run, env, sandbox, label, extra_env, timeout=150):
     """Worker first (ready), then time publications_create -> every publication final."""
     from django.db.models import Count
 
-    from packages_app import services
+    from packages_app import publishing
     from packages_app.models import Integration, Publication
 
     sandbox.reset()
@@ -129,14 +128,14 @@ def run_product(run, env, sandbox, label, extra_env, timeout=150):
         worker_cpu0, own_cpu0, server_cpu0 = worker.cpu_seconds(), time.process_time(), sandbox.cpu_seconds()
         system0, db_cpu0, redis_cpu0 = c.system_cpu(), c.named_processes_cpu("postgres"), c.named_processes_cpu("redis-server")
         committed = []
-        enqueue_all = services._enqueue_all
-        services._enqueue_all = lambda pubs: (committed.append(time.monotonic()), enqueue_all(pubs))
+        enqueue_all = publishing._enqueue_all
+        publishing._enqueue_all = lambda pubs: (committed.append(time.monotonic()), enqueue_all(pubs))
         try:
             t0 = time.monotonic()
-            publications = services.publications_create(integrations=integrations)
+            publications = publishing.publications_create(integrations=integrations)
             t_created = time.monotonic()
         finally:
-            services._enqueue_all = enqueue_all
+            publishing._enqueue_all = enqueue_all
         pks = [p.pk for p in publications]
         t_final = c.wait_all_final(pks, timeout=timeout, interval=0.02)
         worker_cpu, own_cpu = worker.cpu_seconds() - worker_cpu0, time.process_time() - own_cpu0
@@ -186,7 +185,7 @@ def main():
                                DJANGO_SECRET_KEY="bench-secret-key-not-for-production-0123456789abcdef")
         env["LOG_LEVEL"] = "INFO"  # the worker logs as in production; this process stays quiet
 
-        from packages_app import services
+        from packages_app import publishing
         from packages_app.models import Integration
 
         catalogue = c.make_packages(CATALOGUE_SIZE)
@@ -195,7 +194,7 @@ def main():
         )
         c.analyze()
         integrations = list(Integration.objects.prefetch_related("packages").order_by("pk"))
-        items = [(i.kombo_integration_id, services.publication_plan(integration=i).body_bytes)
+        items = [(i.kombo_integration_id, publishing.publication_plan(integration=i).body_bytes)
                  for i in integrations]
         body_bytes = sum(len(b) for _, b in items)
 
@@ -228,7 +227,7 @@ def main():
     bare_rate = statistics.median(rate(r) for r in bare_runs)
     ratio_rows = [[f"round {i}", f"{rate(b):.1f}", f"{rate(p):.1f}", f"{r:.2f}"]
                   for i, (b, p, r) in enumerate(zip(bare_runs, product_runs, ratios), 1)]
-    ratio_rows.append([f"(b') pacing on / median bare", f"{bare_rate:.1f}", f"{rate(paced):.1f}",
+    ratio_rows.append(["(b') pacing on / median bare", f"{bare_rate:.1f}", f"{rate(paced):.1f}",
                        f"{rate(paced) / bare_rate:.2f}"])
     c.print_table(["product / bare (target >= 0.80)", "bare /s", "product /s", "ratio"], ratio_rows)
     median_ratio = statistics.median(ratios)

@@ -1,6 +1,6 @@
 """The admin: catalogue, integrations, the publish confirmation page and the read-only ledger.
 
-No business logic here: every change goes through `services`, every preview through `selectors`.
+No business logic here: every change goes through `publishing`, every preview through `selectors`.
 """
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
-from . import catalogue_io, history, kombo, selectors, services
+from . import catalogue_io, history, kombo, publishing, selectors
 from .forms import CatalogueImportForm
 from .models import (
     AssessmentPackage,
@@ -277,7 +277,7 @@ class IntegrationAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
             raise PermissionDenied
         report, error = None, None
         try:
-            report = services.integration_drift(integration=integration)
+            report = selectors.integration_drift(integration=integration)
         except kombo.KomboError as exc:
             error = exc
         context = {
@@ -345,7 +345,7 @@ class IntegrationAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
             "removal_total": sum(len(p.diff.removed) for p in self._risky(previews)),
             "needs_removal_confirmation": bool(self._risky(previews)),
             "any_in_sync": any(p.in_sync and not p.paused for p in previews),
-            "api_key_status": services.api_key_status(),
+            "api_key_status": publishing.api_key_status(),
         }
         return TemplateResponse(request, "admin/packages_app/integration/publish_confirmation.html", context)
 
@@ -375,14 +375,14 @@ class IntegrationAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
             value = request.POST.get(f"sha256-{p.integration.pk}")
             expected[p.integration.pk] = value
         try:
-            publications = services.publications_create(
+            publications = publishing.publications_create(
                 integrations=[p.integration for p in chosen], requested_by=request.user,
                 expected_sha256=expected,
             )
-        except services.CatalogueChanged as exc:
+        except publishing.CatalogueChanged as exc:
             errors.append(f"{exc} Nothing was published. Read the new changes below and confirm again.")
             return None
-        except services.IntegrationPaused as exc:
+        except publishing.IntegrationPaused as exc:
             errors.append(f"{exc} Nothing was published.")
             return None
 
@@ -410,7 +410,7 @@ class IntegrationAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
         extra_context = {
             **(extra_context or {}),
             "can_publish": self.has_publish_permission(request),
-            "api_key_status": services.api_key_status(),
+            "api_key_status": publishing.api_key_status(),
             "can_compare": self.has_change_permission(request) or self.has_publish_permission(request),
             **(self._publications_context(object_id)
                if str(object_id).isdigit() and request.user.has_perm("packages_app.view_publication")

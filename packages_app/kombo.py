@@ -3,9 +3,17 @@
 It knows HTTP and Kombo's contract (`set-packages.md`, `NOTES.md`) and nothing else: no Django, no
 database, no retries. Every answer that is not a success becomes a `KomboError` whose `kind` says
 what to do next (retry soon, wait for the customer's first sync, or stop and tell staff).
+
+Redirects are never followed: `requests` would turn a PUT into a GET on a 302 (and report Kombo's
+GET answer as a publish) or drop the body on a 301, so any 3xx answer is a permanent error naming
+its `Location`. A request that cannot even be built (a bad URL, a header with a line break or a
+character outside Latin-1) is permanent too: sending it again cannot help, a person must fix the
+settings. Error codes decide the kind; a null, unknown or non-string code falls back to the HTTP
+status (`classify`).
 """
 import email.utils
 import enum
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -48,8 +56,21 @@ PERMANENT_CODES = {
     "PLATFORM.IP_NOT_WHITELISTED",
     "PLATFORM.INTEGRATION_NOT_FOUND",
 }
+# INTEGRATION.* codes documented as "permanent until a person acts" (NOTES.md). An INTEGRATION.*
+# code not listed here is unknown like any other, and falls back to the HTTP status.
+INTEGRATION_PERMANENT_CODES = {
+    "INTEGRATION.PERMISSION_MISSING",
+    "INTEGRATION.AUTHENTICATION_INVALID",
+    "INTEGRATION.INACTIVE",
+    "INTEGRATION.QA_FAILED",
+    "INTEGRATION.SETUP_INCOMPLETE",
+    "INTEGRATION.ACTION_NOT_AVAILABLE",
+    "INTEGRATION.ACTION_DISABLED",
+}
+INTEGRATION_PERMANENT_PREFIXES = ("INTEGRATION.MODEL_",)
 SYNC_PENDING_CODE = "INTEGRATION.SETUP_SYNC_PENDING"
 TRANSIENT_HTTP_STATUSES = {429, 502, 503, 504}
+LOCATION_LIMIT = 300  # characters of a redirect's Location kept in the reason
 
 # How much longer than the normal backoff a kind of transient error should wait (NOTES.md).
 BACKOFF_BASE_OVERRIDES = {
@@ -59,16 +80,20 @@ LONGER_BACKOFF_CODES = {"REMOTE.RATE_LIMIT_EXCEEDED", "REMOTE.SERVICE_UNAVAILABL
 
 
 def classify(code, http_status):
-    """What to do with an error: by `error.code`, falling back to the HTTP status."""
-    if code == SYNC_PENDING_CODE:
-        return ErrorKind.SYNC_PENDING
-    if code in TRANSIENT_CODES:
-        return ErrorKind.TRANSIENT
-    if code in NO_AUTO_RETRY_CODES:
-        return ErrorKind.NO_AUTO_RETRY
-    if code in PERMANENT_CODES or (code or "").startswith("INTEGRATION."):
-        return ErrorKind.PERMANENT
-    # code null, or a code Kombo added after this was written.
+    """What to do with an error: a known `error.code` decides whatever the HTTP status; a null,
+    unknown or non-string code falls back to the status (429/502/503/504 transient, any other
+    permanent). No status at all (no answer: connection error, timeout) is transient."""
+    if isinstance(code, str):
+        if code == SYNC_PENDING_CODE:
+            return ErrorKind.SYNC_PENDING
+        if code in TRANSIENT_CODES:
+            return ErrorKind.TRANSIENT
+        if code in NO_AUTO_RETRY_CODES:
+            return ErrorKind.NO_AUTO_RETRY
+        if (code in PERMANENT_CODES or code in INTEGRATION_PERMANENT_CODES
+                or code.startswith(INTEGRATION_PERMANENT_PREFIXES)):
+            return ErrorKind.PERMANENT
+    # code null, not a string, or a code Kombo added after this was written.
     if http_status is None or http_status in TRANSIENT_HTTP_STATUSES:
         return ErrorKind.TRANSIENT
     return ErrorKind.PERMANENT
@@ -159,10 +184,29 @@ class KomboClient:
 
     def _send(self, method, url, integration_id, data=None):
         started = time.monotonic()
+        headers = self._headers(integration_id)
         try:
             response = self.session.request(
-                method, url, data=data, headers=self._headers(integration_id), timeout=self.timeout
+                method, url, data=data, headers=headers, timeout=self.timeout,
+                allow_redirects=False,  # a redirected PUT loses its method or its body
             )
+        except _BAD_URL_ERRORS as exc:
+            # The URL could not be used: sending again cannot help. The URL is left out of the
+            # reason (it comes from the settings and could carry credentials).
+            raise KomboError(
+                ErrorKind.PERMANENT,
+                f"The request could not be built: the Kombo URL is not usable ({type(exc).__name__}); "
+                "check KOMBO_API_URL and the integration's region.",
+                elapsed=time.monotonic() - started,
+            ) from None
+        except (requests.exceptions.InvalidHeader, UnicodeError) as exc:
+            # Raised while building or encoding the headers. The exception's text quotes the
+            # header's value, Authorization included, so only its type is kept.
+            raise KomboError(
+                ErrorKind.PERMANENT,
+                f"The request could not be built ({type(exc).__name__}): {_header_problem(headers)}",
+                elapsed=time.monotonic() - started,
+            ) from None
         except requests.exceptions.ConnectTimeout:
             raise KomboError(
                 ErrorKind.TRANSIENT,
@@ -182,18 +226,18 @@ class KomboClient:
                 elapsed=time.monotonic() - started,
             ) from None
         except requests.exceptions.RequestException as exc:
+            # Failed while talking to Kombo (a broken or undecodable answer): worth another try.
             raise KomboError(
                 ErrorKind.TRANSIENT,
                 f"Request to Kombo failed: {type(exc).__name__}.",
                 elapsed=time.monotonic() - started,
             ) from None
-        except (UnicodeError, ValueError) as exc:
-            # Raised while encoding the request, headers included: the message would quote the
-            # Authorization header, so only the type is kept. A person must fix the settings.
+        except ValueError as exc:
+            # Raised while encoding the request: the message could quote a header, Authorization
+            # included, so only the type is kept. A person must fix the settings.
             raise KomboError(
                 ErrorKind.PERMANENT,
-                f"The request could not be encoded ({type(exc).__name__}): check that KOMBO_API_KEY "
-                "and the integration id contain only ASCII characters.",
+                f"The request could not be encoded ({type(exc).__name__}): {_header_problem(headers)}",
                 elapsed=time.monotonic() - started,
             ) from None
         return response, time.monotonic() - started
@@ -205,6 +249,8 @@ class KomboClient:
         )
         payload = _decode(response, elapsed)
         warnings = payload.get("warnings") or []
+        if not isinstance(warnings, list):
+            warnings = [warnings]
         return KomboSuccess(
             http_status=response.status_code,
             warnings=[_warning_text(w) for w in warnings],
@@ -227,6 +273,38 @@ class KomboClient:
         return packages
 
 
+# Errors in building the request from the URL. They subclass RequestException (and ValueError),
+# so they are caught before the generic, transient RequestException branch.
+_BAD_URL_ERRORS = (
+    requests.exceptions.InvalidURL,      # InvalidProxyURL included
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.URLRequired,
+)
+
+# Which setting each header comes from, for a reason that never quotes the value.
+_HEADER_SOURCES = {"Authorization": "KOMBO_API_KEY", "X-Integration-Id": "the integration id"}
+
+
+def _header_problem(headers):
+    """Which header could not be sent and why, in plain words, without ever quoting a value."""
+    for name, value in headers.items():
+        source = _HEADER_SOURCES.get(name, f"the {name} header")
+        if not isinstance(value, str):
+            return f"{source} is not text."
+        try:
+            value.encode("latin-1")
+        except UnicodeError:
+            return (f"{source} contains a character that cannot be sent in an HTTP header; "
+                    "check it for pasted non-ASCII characters.")
+        try:
+            requests.utils.check_header_validity((name, value))
+        except requests.exceptions.InvalidHeader:
+            return (f"{source} contains a line break, a leading space or another character not "
+                    "allowed in an HTTP header; check it for stray whitespace.")
+    return "check that KOMBO_API_KEY and the integration id contain only ASCII characters."
+
+
 def _connection_error_text(exc):
     # requests nests urllib3's reason; the innermost text is the useful one ("Connection refused").
     text = str(exc)
@@ -241,11 +319,31 @@ def _warning_text(warning):
     return str(warning)
 
 
+def _text_or_none(value):
+    """A JSON value as text: strings as they are, None (or absent) as None, anything else in JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
 def _decode(response, elapsed):
     """The JSON payload of a successful answer, or a classified KomboError."""
     status = response.status_code
     headers = _limit_headers(response)
     text = response.text
+
+    if 300 <= status < 400:
+        location = (response.headers.get("location") or "").strip()
+        if len(location) > LOCATION_LIMIT:
+            location = location[:LOCATION_LIMIT] + "…"
+        where = f"a redirect to {location}" if location else "a redirect without a Location header"
+        return _raise(KomboError(
+            ErrorKind.PERMANENT,
+            f"Kombo answered HTTP {status} with {where}: redirects are never followed (the PUT "
+            "would lose its body); check KOMBO_API_URL and the integration's region.",
+            http_status=status, body_text=text, limit_headers=headers, elapsed=elapsed,
+        ))
+
     try:
         payload = response.json() if text.strip() else None
     except ValueError:
@@ -257,14 +355,23 @@ def _decode(response, elapsed):
 
     error = payload.get("error") if parsed and isinstance(payload.get("error"), dict) else None
     if error is not None:
-        code = error.get("code") or None
+        raw_code = error.get("code")
+        # A code that is not a string counts as unknown: classified by the HTTP status.
+        code = (raw_code.strip() or None) if isinstance(raw_code, str) else None
         kind = classify(code, status)
-        message = str(error.get("message") or "")
-        reason = f"Kombo answered HTTP {status}" + (f" {code}" if code else " (no error code)")
+        message = _text_or_none(error.get("message")) or ""
+        log_url = error.get("log_url")
+        reason = f"Kombo answered HTTP {status}"
+        if code:
+            reason += f" {code}"
+        elif raw_code is None or isinstance(raw_code, str):
+            reason += " (no error code)"
+        else:
+            reason += f" (unreadable error code {_text_or_none(raw_code)[:100]})"
         reason += f": {message}" if message else "."
         return _raise(KomboError(
-            kind, reason, http_status=status, code=code, title=error.get("title"),
-            message=message, log_url=error.get("log_url"), body_text=text,
+            kind, reason, http_status=status, code=code, title=_text_or_none(error.get("title")),
+            message=message, log_url=log_url if isinstance(log_url, str) else None, body_text=text,
             limit_headers=headers, retry_after=_retry_after(response), elapsed=elapsed,
         ))
 

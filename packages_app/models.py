@@ -104,7 +104,7 @@ class SyncStatus(models.TextChoices):
     IN_SYNC = "in_sync", "In sync"
     CHANGED = "changed", "Changed since last publish"
     PUBLISHING = "publishing", "Publishing"
-    FAILED = "failed", "Last publish failed"
+    FAILED = "failed", "Last publish did not complete"
 
 
 class IntegrationQuerySet(models.QuerySet):
@@ -169,15 +169,14 @@ class Integration(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-    # A lease, not a status: which publication may talk to Kombo for this integration right now,
-    # and until when. It keeps one request per integration in flight across all workers.
-    publish_lease_owner = models.BigIntegerField(null=True, blank=True, editable=False)
+    # A lease, not a status: which run may talk to Kombo for this integration right now (its
+    # token), and until when. It keeps one request per integration in flight across all workers.
     publish_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
     publish_lease_token = models.CharField(max_length=32, blank=True, editable=False)
 
     objects = IntegrationQuerySet.as_manager()
 
-    LEASE_FIELDS = ("publish_lease_owner", "publish_lease_until", "publish_lease_token")
+    LEASE_FIELDS = ("publish_lease_until", "publish_lease_token")
 
     def save(self, *args, **kwargs):
         # A full save writes back the lease as it was read: an admin edit would then undo a
@@ -213,7 +212,7 @@ class Integration(models.Model):
         latest = self.latest_publication_status
         if latest in Publication.ACTIVE_STATUSES:
             return SyncStatus.PUBLISHING
-        if latest == Publication.Status.FAILED:
+        if latest in Publication.INCOMPLETE_STATUSES:
             return SyncStatus.FAILED
         if self.last_succeeded_sha256 is None:
             return SyncStatus.NEVER_PUBLISHED
@@ -237,9 +236,14 @@ class Publication(models.Model):
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
         SUPERSEDED = "superseded", "Superseded by a newer publication"
+        CANCELLED = "cancelled", "Cancelled"
 
     ACTIVE_STATUSES = (Status.QUEUED, Status.SENDING, Status.RETRYING, Status.WAITING)
-    FINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.SUPERSEDED)
+    # Active and not in flight: what may be superseded or cancelled without the lease.
+    RESTING_STATUSES = (Status.QUEUED, Status.RETRYING, Status.WAITING)
+    FINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.SUPERSEDED, Status.CANCELLED)
+    # Ended without Kombo taking the list: the integration's "last publish did not complete".
+    INCOMPLETE_STATUSES = (Status.FAILED, Status.CANCELLED)
 
     integration = models.ForeignKey(
         Integration, on_delete=models.PROTECT, related_name="publications"
@@ -274,6 +278,20 @@ class Publication(models.Model):
     )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The token of the run that last took this publication (the integration's lease token while
+    # that run holds it): every write after the take names it, so a run that lost its lease
+    # cannot change the row.
+    lease_token = models.CharField(max_length=32, blank=True, editable=False)
+    cancel_requested_at = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="Staff asked to cancel it, or paused the integration; one in flight ends as "
+                  "cancelled when its request returns.",
+    )
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+", editable=False,
+    )
+    cancel_reason = models.CharField(max_length=500, blank=True, editable=False)
 
     class Meta:
         ordering = ["-pk"]

@@ -1,17 +1,20 @@
-"""Reads shared by the admin and the commands: previews of what a publish would change."""
+"""Reads shared by the admin and the commands: previews of what a publish would change, the
+integrations out of sync, and the drift between Kombo's list, our ledger and the catalogue."""
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db.models import OuterRef, Subquery
 
-from . import diff, services
+from . import diff
 from .models import Integration, Publication, SyncStatus
+from .publishing.client import integration_base_url, kombo_client
+from .publishing.planning import PlannedPublication, publication_plan
 
 
 @dataclass
 class IntegrationPreview:
     integration: Integration
-    plan: services.PlannedPublication
+    plan: PlannedPublication
     diff: diff.BodyDiff
     sync_status: str
     last_published_at: object
@@ -55,7 +58,7 @@ def integrations_preview(integrations_qs):
     )
     previews = []
     for integration in integrations:
-        plan = services.publication_plan(integration=integration)
+        plan = publication_plan(integration=integration)
         previous = Publication(body=bodies[integration.pk]).body_dict() if integration.pk in bodies else None
         previews.append(IntegrationPreview(
             integration=integration,
@@ -74,3 +77,71 @@ def out_of_sync_integrations():
     # Sync status is derived in Python from the prefetched packages: constant queries.
     wanted = {SyncStatus.CHANGED, SyncStatus.NEVER_PUBLISHED, SyncStatus.FAILED}
     return Integration.objects.filter(pk__in=[i.pk for i in integrations if i.sync_status in wanted])
+
+
+@dataclass
+class DriftRow:
+    package_id: str
+    kombo: dict | None       # what Kombo has now (type/updated_at may be null)
+    published: dict | None   # what we last published successfully
+    catalogue: dict | None   # what the catalogue says now
+
+    def _same(self, a, b):
+        if a is None or b is None:
+            return a is None and b is None
+        return all((a.get(f) or None) == (b.get(f) or None) for f in ("type", "name", "description")
+                   if not (f == "type" and (a.get(f) is None or b.get(f) is None)))
+
+    @property
+    def kombo_matches_published(self):
+        return self._same(self.kombo, self.published)
+
+    @property
+    def catalogue_matches_published(self):
+        return self._same(self.catalogue, self.published)
+
+    @property
+    def all_agree(self):
+        return self.kombo_matches_published and self.catalogue_matches_published
+
+    @property
+    def cells(self):
+        """(value, differs from last published) for the three columns, in display order."""
+        return [
+            (self.kombo, not self.kombo_matches_published),
+            (self.published, False),
+            (self.catalogue, not self.catalogue_matches_published),
+        ]
+
+
+@dataclass
+class DriftReport:
+    integration: Integration
+    rows: list
+    last_publication: Publication | None
+
+    @property
+    def kombo_drifted(self):
+        return any(not r.kombo_matches_published for r in self.rows)
+
+    @property
+    def catalogue_changed(self):
+        return any(not r.catalogue_matches_published for r in self.rows)
+
+
+def integration_drift(*, integration):
+    """Kombo's current list (GET), our last succeeded body and the catalogue, side by side.
+    Raises KomboError when Kombo cannot be read."""
+    kombo_packages = kombo_client().get_packages(
+        base_url=integration_base_url(integration),
+        integration_id=integration.kombo_integration_id,
+    )
+    last = integration.publications.filter(status=Publication.Status.SUCCEEDED).order_by("-pk").first()
+    published = {p["id"]: p for p in (last.body_dict()["packages"] if last else [])}
+    catalogue = {p["id"]: p for p in integration.current_body()["packages"]}
+    at_kombo = {str(p.get("id")): p for p in kombo_packages}
+    rows = [
+        DriftRow(pid, at_kombo.get(pid), published.get(pid), catalogue.get(pid))
+        for pid in sorted(set(at_kombo) | set(published) | set(catalogue))
+    ]
+    return DriftReport(integration, rows, last)

@@ -2,16 +2,16 @@
 import pytest
 from django.contrib.auth.models import Permission, User
 
-from packages_app import services
+from packages_app import publishing
 from packages_app.models import AssessmentPackage, Integration, PackageType
 
 
 @pytest.fixture(autouse=True)
 def fresh_kombo_client():
     """Each test builds its client from its own settings (key, URL, timeouts)."""
-    services._client = None
+    publishing.client.forget_client()
     yield
-    services._client = None
+    publishing.client.forget_client()
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def no_broker(monkeypatch):
         queued.extend(publication_ids)
         return list(publication_ids)
 
-    monkeypatch.setattr(services, "publications_enqueue", enqueue)
+    monkeypatch.setattr(publishing.queueing, "publications_enqueue", enqueue)
     return queued
 
 

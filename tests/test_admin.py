@@ -7,7 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from packages_app import services
+from packages_app import publishing
 from packages_app.models import AssessmentPackage, Integration, Publication, SyncStatus
 
 PUBLISH_URL = reverse("admin:packages_app_integration_publish")
@@ -71,14 +71,14 @@ def test_sync_status_moves_through_its_states(make_package, make_integration):
     package = make_package()
     integration = make_integration([package])
     assert Integration.objects.with_sync_state().get().sync_status == SyncStatus.NEVER_PUBLISHED
-    (pub,) = services.publications_create(integrations=[integration])
+    (pub,) = publishing.publications_create(integrations=[integration])
     assert Integration.objects.with_sync_state().get().sync_status == SyncStatus.PUBLISHING
     Publication.objects.filter(pk=pub.pk).update(status="succeeded")
     assert Integration.objects.with_sync_state().get().sync_status == SyncStatus.IN_SYNC
     package.name = "Renamed"
     package.save()
     assert Integration.objects.with_sync_state().get().sync_status == SyncStatus.CHANGED
-    (pub2,) = services.publications_create(integrations=[integration])
+    (pub2,) = publishing.publications_create(integrations=[integration])
     Publication.objects.filter(pk=pub2.pk).update(status="failed")
     assert Integration.objects.with_sync_state().get().sync_status == SyncStatus.FAILED
 
@@ -105,7 +105,7 @@ def test_sync_status_filter(client, superuser, make_package, make_integration):
     package = make_package()
     fresh = make_integration([package], name="Fresh")
     synced = make_integration([package], name="Synced")
-    (pub,) = services.publications_create(integrations=[synced])
+    (pub,) = publishing.publications_create(integrations=[synced])
     Publication.objects.filter(pk=pub.pk).update(status="succeeded")
     client.force_login(superuser)
     response = client.get(CHANGELIST_URL, {"sync": "in_sync"})
@@ -190,7 +190,7 @@ def test_confirm_is_refused_when_the_catalogue_changed_after_the_preview(client,
 
 
 def _succeed(integration):
-    (pub,) = services.publications_create(integrations=[integration])
+    (pub,) = publishing.publications_create(integrations=[integration])
     Publication.objects.filter(pk=pub.pk).update(status="succeeded")
 
 
@@ -252,7 +252,7 @@ def test_publish_all_out_of_sync(client, publisher, make_package, make_integrati
 
 
 def test_publications_are_read_only_in_the_admin(client, superuser, make_integration):
-    (pub,) = services.publications_create(integrations=[make_integration()])
+    (pub,) = publishing.publications_create(integrations=[make_integration()])
     client.force_login(superuser)
     url = reverse("admin:packages_app_publication_change", args=[pub.pk])
     page = client.get(url)
@@ -273,7 +273,7 @@ def test_enqueue_happens_only_if_the_transaction_commits(make_integration, djang
     with django_capture_on_commit_callbacks() as callbacks:
         with pytest.raises(RuntimeError):
             with transaction.atomic():
-                services.publications_create(integrations=[integration])
+                publishing.publications_create(integrations=[integration])
                 raise RuntimeError("rolled back")
     assert callbacks == [] and not Publication.objects.exists()
 
@@ -295,7 +295,7 @@ def test_history_page_says_who_changed_what_with_old_and_new_values(client, supe
 
 def test_deleting_an_integration_keeps_its_publications(client, superuser, make_integration):
     integration = make_integration()
-    services.publications_create(integrations=[integration])
+    publishing.publications_create(integrations=[integration])
     client.force_login(superuser)
     change_page = client.get(reverse("admin:packages_app_integration_change", args=[integration.pk])).content
     assert b"deletelink" not in change_page and b"pause it instead" in change_page
@@ -306,7 +306,7 @@ def test_deleting_an_integration_keeps_its_publications(client, superuser, make_
 
 def test_deleting_a_package_keeps_publications_that_sent_it(client, superuser, make_package, make_integration):
     package = make_package("gone")
-    (pub,) = services.publications_create(integrations=[make_integration([package])])
+    (pub,) = publishing.publications_create(integrations=[make_integration([package])])
     client.force_login(superuser)
     client.post(reverse("admin:packages_app_assessmentpackage_delete", args=[package.pk]), {"post": "yes"})
     assert not AssessmentPackage.objects.exists()

@@ -1,14 +1,17 @@
-"""Publications queued together and executed by one process: the set-wise statements on
-PostgreSQL (attempt_sql), what a batch does when it runs out of time, meets a 429, a busy lease
-or a publication that changed since it was read, and the same final states through the ORM path.
+"""Publications queued together and executed by one process: the one path of the engine taken
+set-wise (a batch costs the statements of one publication), what a batch does when it runs out of
+time, meets a 429, a busy lease or a publication that changed since it was read.
 """
+import time
+
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from packages_app import attempt_sql, services
+from packages_app import publishing
 from packages_app.models import Integration, Publication, PublicationAttempt
+from packages_app.publishing import execution, taking, transitions
 from packages_app.sandbox import Fault
 
 pytestmark = pytest.mark.django_db
@@ -23,7 +26,7 @@ def queued(monkeypatch):
         calls.append((list(publication_ids), countdown))
         return list(publication_ids)
 
-    monkeypatch.setattr(services, "publications_enqueue", enqueue)
+    monkeypatch.setattr(publishing.queueing, "publications_enqueue", enqueue)
     return calls
 
 
@@ -33,7 +36,7 @@ def batch(make_package, make_integration, queued):
     packages = [make_package(f"p{i}") for i in range(3)]
     integrations = [make_integration(packages[i % 2:][:2], kombo_integration_id=f"recruitee:Batch{i}")
                     for i in range(5)]
-    publications = services.publications_create(integrations=integrations)
+    publications = publishing.publications_create(integrations=integrations)
     queued.clear()
     return [p.pk for p in publications]
 
@@ -47,11 +50,19 @@ def leases_held():
     return Integration.objects.exclude(publish_lease_token="").count()
 
 
-def test_a_batch_costs_three_statements_however_many_publications(sandbox, batch):
+def _statements(ids):
     with CaptureQueriesContext(connection) as ctx:
-        results = services.publications_execute(publication_ids=batch)
+        results = publishing.publications_execute(publication_ids=ids)
+    # Savepoints stand for the transactions' BEGIN and COMMIT here (a test runs inside one).
+    return results, [q["sql"] for q in ctx.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+
+
+def test_a_batch_costs_the_statements_of_one_publication(sandbox, batch, make_integration, make_package):
+    (single,) = publishing.publications_create(integrations=[make_integration([make_package()])])
+    _, one = _statements([single.pk])
+    results, five = _statements(batch)
     assert [r.status for r in results] == ["succeeded"] * 5
-    assert len(ctx.captured_queries) == 3, [q["sql"][:60] for q in ctx.captured_queries]
+    assert len(five) == len(one) <= 9, [q[:60] for q in five]
     assert statuses(batch) == ["succeeded"] * 5 and leases_held() == 0
     for pk in batch:
         publication = Publication.objects.get(pk=pk)
@@ -60,39 +71,29 @@ def test_a_batch_costs_three_statements_however_many_publications(sandbox, batch
         assert publication.rate_limit_headers and publication.response_body.startswith("{")
         assert (attempt.outcome, attempt.http_status, attempt.finished_at is not None) == ("succeeded", 200, True)
     # Each integration got exactly its own snapshot, once.
-    puts = sandbox.requests("PUT")
+    puts = [r for r in sandbox.requests("PUT") if r.integration_id.startswith("recruitee:Batch")]
     assert sorted(r.integration_id for r in puts) == [f"recruitee:Batch{i}" for i in range(5)]
     for r in puts:
         assert r.body == Publication.objects.get(integration__kombo_integration_id=r.integration_id).body.encode()
-
-
-def test_the_orm_path_ends_a_batch_in_the_same_states(sandbox, batch, monkeypatch):
-    monkeypatch.setattr(services, "_hot_path", lambda: False)
-    sandbox.enqueue_fault(Fault(status=404, integration_id="recruitee:Batch2", body={
-        "status": "error", "error": {"code": "PLATFORM.INTEGRATION_NOT_FOUND", "title": "t", "message": "m"}}))
-    results = services.publications_execute(publication_ids=batch)
-    assert [r.status for r in results] == ["succeeded", "succeeded", "failed", "succeeded", "succeeded"]
-    assert statuses(batch) == ["succeeded", "succeeded", "failed", "succeeded", "succeeded"]
-    assert leases_held() == 0 and PublicationAttempt.objects.filter(finished_at__isnull=True).count() == 0
 
 
 def test_an_error_in_the_middle_is_recorded_and_the_rest_still_sent(sandbox, batch, queued):
     sandbox.enqueue_fault(Fault(status=404, integration_id="recruitee:Batch2", body={
         "status": "error", "error": {"code": "PLATFORM.INTEGRATION_NOT_FOUND", "title": "t", "message": "m"}}))
     sandbox.enqueue_fault(Fault(status=503, integration_id="recruitee:Batch3", body="<html>busy</html>"))
-    results = services.publications_execute(publication_ids=batch)
+    results = publishing.publications_execute(publication_ids=batch)
     assert [r.status for r in results] == ["succeeded", "succeeded", "failed", "retrying", "succeeded"]
     failed = Publication.objects.get(pk=batch[2])
     assert failed.error_code == "PLATFORM.INTEGRATION_NOT_FOUND" and failed.attempt_log.get().outcome == "permanent"
     retrying = Publication.objects.get(pk=batch[3])
     assert retrying.next_attempt_at and queued == [([batch[3]], pytest.approx(results[3].retry_in))]
-    assert leases_held() == 0
+    assert leases_held() == 0 and PublicationAttempt.objects.filter(finished_at__isnull=True).count() == 0
 
 
 def test_a_429_stops_the_batch_and_hands_the_rest_back_untouched(sandbox, batch, queued):
     sandbox.enqueue_fault(Fault(status=429, integration_id="recruitee:Batch1", headers={"Retry-After": "1"}, body={
         "status": "error", "error": {"code": "PLATFORM.RATE_LIMIT_EXCEEDED", "title": "t", "message": "slow down"}}))
-    results = services.publications_execute(publication_ids=batch)
+    results = publishing.publications_execute(publication_ids=batch)
     assert [r.status for r in results] == ["succeeded", "retrying", "queued", "queued", "queued"]
     assert len(sandbox.requests("PUT")) == 2
     assert statuses(batch) == ["succeeded", "retrying", "queued", "queued", "queued"]
@@ -105,9 +106,19 @@ def test_a_429_stops_the_batch_and_hands_the_rest_back_untouched(sandbox, batch,
     assert queued == [([batch[1]], pytest.approx(results[1].retry_in)), (batch[2:], pytest.approx(results[1].retry_in))]
 
 
-def test_a_batch_out_of_time_starts_no_more_attempts(sandbox, batch, queued, monkeypatch):
+def test_a_429_stops_a_batch_on_sqlite_too(sandbox, batch, queued, monkeypatch):
+    """The engine has one path: what stops a batch on PostgreSQL stops it on every database
+    (the SQLite end-to-end run is tests/test_embedded.py)."""
+    monkeypatch.setattr(connection.features, "has_select_for_update_skip_locked", False)
+    sandbox.enqueue_fault(Fault(status=429, integration_id="recruitee:Batch0", headers={"Retry-After": "1"}, body={
+        "status": "error", "error": {"code": "PLATFORM.RATE_LIMIT_EXCEEDED", "title": "t", "message": "slow down"}}))
+    results = publishing.publications_execute(publication_ids=batch)
+    assert [r.status for r in results] == ["retrying"] + ["queued"] * 4 and len(sandbox.requests("PUT")) == 1
+
+
+def test_a_batch_out_of_time_starts_no_more_attempts(sandbox, batch, queued):
     sandbox.latency = 0.05
-    results = services.publications_execute(publication_ids=batch, time_budget=0.08)
+    results = publishing.publications_execute(publication_ids=batch, time_budget=0.08)
     sent = [r for r in results if r.status == "succeeded"]
     assert 1 <= len(sent) < 5 and len(sandbox.requests("PUT")) == len(sent)
     rest = batch[len(sent):]
@@ -115,110 +126,113 @@ def test_a_batch_out_of_time_starts_no_more_attempts(sandbox, batch, queued, mon
     assert PublicationAttempt.objects.filter(publication_id__in=rest).count() == 0 and leases_held() == 0
 
 
-def test_the_task_time_limit_in_the_middle_records_what_was_sent_and_hands_back_the_rest(sandbox, batch, queued,
-                                                                                       monkeypatch):
-    send = services._send
+def _failing_send(monkeypatch, on_call, error):
+    send = execution._send
     calls = []
 
-    def send_then_time_out(publication, attempt):
-        calls.append(publication.pk)
+    def send_then_fail(taken):
+        calls.append(taken.publication_id)
+        if len(calls) == on_call:
+            raise error
+        return send(taken)
+
+    monkeypatch.setattr(execution, "_send", send_then_fail)
+
+
+def test_the_task_time_limit_in_the_middle_records_what_was_sent_and_hands_back_the_rest(sandbox, batch, queued,
+                                                                                       monkeypatch):
+    client = publishing.kombo_client()
+    calls = []
+    set_packages = client.set_packages
+
+    def slow_second(**kwargs):
+        calls.append(1)
         if len(calls) == 2:
             raise SoftTimeLimitExceeded()
-        return send(publication, attempt)
+        return set_packages(**kwargs)
 
-    monkeypatch.setattr(services, "_send", send_then_time_out)
-    results = services.publications_execute(publication_ids=batch)
+    monkeypatch.setattr(client, "set_packages", slow_second)
+    results = publishing.publications_execute(publication_ids=batch)
     assert [r.status for r in results] == ["succeeded", "retrying", "queued", "queued", "queued"]
     assert Publication.objects.get(pk=batch[1]).attempt_log.get().message == "The attempt ran past the task's time limit."
     assert statuses(batch[2:]) == ["queued"] * 3 and leases_held() == 0
 
 
-def test_a_bug_while_sending_still_records_the_successes_before_it(sandbox, batch, queued, monkeypatch):
-    send = services._send
-    calls = []
-
-    def send_then_crash(publication, attempt):
-        calls.append(publication.pk)
-        if len(calls) == 3:
-            raise RuntimeError("boom")
-        return send(publication, attempt)
-
-    monkeypatch.setattr(services, "_send", send_then_crash)
+def test_a_bug_outside_the_request_still_records_the_successes_before_it(sandbox, batch, queued, monkeypatch):
+    _failing_send(monkeypatch, 3, RuntimeError("boom"))
     with pytest.raises(RuntimeError):
-        services.publications_execute(publication_ids=batch)
+        publishing.publications_execute(publication_ids=batch)
     assert statuses(batch[:2]) == ["succeeded", "succeeded"]
     # The one in hand stays sending; the others are handed back; no lease is left behind.
     assert statuses(batch[2:]) == ["sending", "queued", "queued"] and leases_held() == 0
-    # What the batch had not finished is queued again, not at once (the failure may repeat).
-    assert (batch[3:], None) in queued and ([batch[2]], services.RETRY_AFTER_BATCH_FAILURE_SECONDS) in queued
+    assert (batch[3:], None) in queued
+    # What the batch had not handled is queued again, not at once (the failure may repeat).
+    assert ([batch[2]], execution.RETRY_AFTER_BATCH_FAILURE_SECONDS) in queued
     # Its next run counts the attempt as lost and sends again.
     queued.clear()
-    assert services.publication_execute(publication_id=batch[2]).status == "succeeded"
+    assert publishing.publication_execute(publication_id=batch[2]).status == "succeeded"
     outcomes = list(Publication.objects.get(pk=batch[2]).attempt_log.values_list("outcome", flat=True))
     assert outcomes == ["lost", "succeeded"]
 
 
-def test_a_busy_lease_and_a_newer_publication_inside_a_batch(sandbox, batch, queued, make_integration):
+def test_a_busy_lease_and_a_newer_publication_inside_a_batch(sandbox, batch, queued):
     busy = Publication.objects.get(pk=batch[0]).integration
-    Integration.objects.filter(pk=busy.pk).update(publish_lease_owner=999, publish_lease_token="x" * 32,
+    Integration.objects.filter(pk=busy.pk).update(publish_lease_token="x" * 32,
                                                    publish_lease_until="2999-01-01T00:00:00Z")
-    # A newer publication of Batch4's integration appears after the batch has read its rows.
-    loaded = services._load_for_execution
-
-    def load_then_publish_again(ids):
-        rows = loaded(ids)
-        services.publications_create(integrations=[Publication.objects.get(pk=batch[4]).integration])
-        return rows
-
-    services._load_for_execution = load_then_publish_again
-    try:
-        results = services.publications_execute(publication_ids=batch)
-    finally:
-        services._load_for_execution = loaded
+    publishing.publications_create(integrations=[Publication.objects.get(pk=batch[4]).integration])
+    queued.clear()
+    results = publishing.publications_execute(publication_ids=batch)
     assert [r.status for r in results] == ["queued", "succeeded", "succeeded", "succeeded", "superseded"]
     assert results[0].retry_in and ([batch[0]], pytest.approx(results[0].retry_in)) in queued
     assert len(sandbox.requests("PUT")) == 3
     assert Integration.objects.exclude(publish_lease_token="").get().pk == busy.pk  # only the foreign lease
 
 
-def test_pacing_gives_a_batch_the_slots_it_can_have_and_queues_the_rest(sandbox, batch, queued, settings):
+def test_a_slot_is_reserved_only_for_a_request_about_to_be_sent(sandbox, batch, queued, settings):
+    """A batch sends at the schedule's pace; when the schedule is far ahead (Kombo said 429 to
+    someone) nothing is taken from it and the whole batch waits for a later message."""
     import redis
 
     from packages_app import pacing
 
     settings.KOMBO_RATE_LIMIT_PER_SECOND = 20
-    settings.KOMBO_PACING_MAX_WAIT_SECONDS = 0.12
-    redis.Redis.from_url(settings.KOMBO_PACING_REDIS_URL).delete(pacing.SLOT_KEY)
+    settings.KOMBO_PACING_MAX_WAIT_SECONDS = 0.5
+    client = redis.Redis.from_url(settings.KOMBO_PACING_REDIS_URL)
+    client.delete(pacing.SLOT_KEY)
     try:
-        results = services.publications_execute(publication_ids=batch)
+        results = publishing.publications_execute(publication_ids=batch[:3])
+        starts = sorted(r.started_at for r in sandbox.requests("PUT"))
+        assert [r.status for r in results] == ["succeeded"] * 3
+        assert starts[-1] - starts[0] >= 0.09  # 0.05 s apart
+        pacing.pacer().hold(3)
+        slot_before = float(client.get(pacing.SLOT_KEY))
+        results = publishing.publications_execute(publication_ids=batch[3:])
+        assert [r.status for r in results] == ["paced", "paced"] and len(sandbox.requests("PUT")) == 3
+        assert float(client.get(pacing.SLOT_KEY)) == slot_before  # a refusal takes no slot
+        (ids, countdown), = queued
+        assert ids == batch[3:] and 2 <= countdown <= 4.1
+        assert statuses(batch[3:]) == ["queued", "queued"] and PublicationAttempt.objects.filter(
+            publication_id__in=batch[3:]).count() == 0
     finally:
-        redis.Redis.from_url(settings.KOMBO_PACING_REDIS_URL).delete(pacing.SLOT_KEY)
-    # Slots at 0, 0.05 and 0.1 s are within 0.12 s; the other two wait for a later message.
-    assert [r.status for r in results] == ["succeeded"] * 3 + ["paced"] * 2
-    (ids, countdown), = queued
-    assert ids == batch[3:] and 0.1 <= countdown <= 1.2
-    starts = sorted(r.started_at for r in sandbox.requests("PUT"))
-    assert len(starts) == 3 and starts[-1] - starts[0] >= 0.08  # the slots are 0.1 s apart end to end
+        client.delete(pacing.SLOT_KEY)
 
 
 def test_duplicate_ids_run_once(sandbox, batch):
-    results = services.publications_execute(publication_ids=[batch[0], batch[0], batch[1]])
+    results = publishing.publications_execute(publication_ids=[batch[0], batch[0], batch[1]])
     assert [r.status for r in results] == ["succeeded", "succeeded"] and len(sandbox.requests("PUT")) == 2
 
 
 def test_take_reports_each_publication_and_hand_back_restores_it(batch):
     Publication.objects.filter(pk=batch[1]).update(status="retrying", next_attempt_at="2000-01-01T00:00:00Z",
                                                    started_at="2000-01-01T00:00:00Z", attempts=1)
-    from django.utils import timezone
-
-    now = timezone.now()
-    taken = attempt_sql.take(publication_ids=batch[:2] + [10**9], token="t" * 32, lease_seconds=60, now=now,
-                             due_by=now, max_attempts=8)
-    assert set(taken) == set(batch[:2])  # an id that does not exist is simply absent
-    assert all(t.leased and t.claimed for t in taken.values())
-    assert taken[batch[1]].previous[0] == "retrying" and taken[batch[1]].attempt.number == 2
+    took = taking.take(batch[:2] + [10**9], token="t" * 32, lease_seconds=60)
+    assert took.untaken == {10**9: taking.MISSING}
+    first, second = took.taken
+    assert second.previous[0] == "retrying" and second.number == 2
     assert statuses(batch[:2]) == ["sending", "sending"] and leases_held() == 2
-    attempt_sql.hand_back(list(taken.values()), token="t" * 32)
+    transitions.hand_back(took.taken, token="t" * 32)
+    from packages_app.publishing.leases import leases_release
+    leases_release([first.integration_id, second.integration_id], token="t" * 32)
     first, second = (Publication.objects.get(pk=pk) for pk in batch[:2])
     assert (first.status, first.attempts, first.started_at) == ("queued", 0, None)
     assert (second.status, second.attempts, str(second.next_attempt_at.year)) == ("retrying", 1, "2000")
@@ -226,21 +240,24 @@ def test_take_reports_each_publication_and_hand_back_restores_it(batch):
 
 
 def test_publications_are_queued_in_messages_that_shrink_towards_the_end(monkeypatch, settings):
-    from packages_app import tasks
+    from kombo_admin.celery import app
 
     sent = []
-    monkeypatch.setattr(tasks.publish_publications, "apply_async", lambda **kw: sent.append(kw["args"][0]))
-    monkeypatch.setattr(tasks.publish_publication, "apply_async", lambda **kw: sent.append(kw["args"]))
+
+    def send_task(name, *, args, **kwargs):
+        sent.append(args[0] if name == publishing.queueing.EXECUTE_MANY_TASK else args)
+
+    monkeypatch.setattr(app, "send_task", send_task)
     settings.KOMBO_PUBLISH_BATCH_SIZE = 10
     ids = list(range(1, 201))
-    assert services.publications_enqueue(publication_ids=ids) == ids
+    assert publishing.publications_enqueue(publication_ids=ids) == ids
     assert [pk for message in sent for pk in message] == ids  # every id once, in order
     sizes = [len(message) for message in sent]
     assert sizes[0] == 10 and max(sizes) == 10 and sizes == sorted(sizes, reverse=True)
     assert sizes[-1] == 1  # the last ones alone (as the single-publication task)
     # A short publish is spread over several processes rather than sent by one.
-    assert services.message_sizes(12) == [2, 2, 1, 1, 1, 1, 1, 1, 1, 1]
-    assert services.message_sizes(12, largest=1) == [1] * 12
+    assert publishing.message_sizes(12) == [2, 2, 1, 1, 1, 1, 1, 1, 1, 1]
+    assert publishing.message_sizes(12, largest=1) == [1] * 12
 
 
 # --- the worker's database connection ------------------------------------------------------------
@@ -273,12 +290,9 @@ def test_a_task_keeps_a_fresh_database_connection_and_replaces_an_old_one(monkey
 
 @pytest.mark.django_db(transaction=True)
 def test_take_counts_rows_another_transaction_holds_as_busy_and_never_waits(batch):
-    """SKIP LOCKED: a take never waits for a lock, so it cannot deadlock with the enqueuer or
-    another worker; what it could not lock goes the slow way (busy, or the ORM path)."""
-    import time
-
+    """SKIP LOCKED: a take never waits for a lock, so it cannot deadlock with the enqueuer, a
+    cancel or another worker; what it could not lock is busy (looked at again shortly)."""
     import psycopg
-    from django.utils import timezone
 
     db = connection.settings_dict
     other = psycopg.connect(dbname=db["NAME"], user=db["USER"], host=db["HOST"], port=db["PORT"])
@@ -287,69 +301,57 @@ def test_take_counts_rows_another_transaction_holds_as_busy_and_never_waits(batc
             integration_id = Publication.objects.get(pk=batch[0]).integration_id
             other.execute("SELECT 1 FROM packages_app_integration WHERE id = %s FOR UPDATE", [integration_id])
             other.execute("SELECT 1 FROM packages_app_publication WHERE id = %s FOR UPDATE", [batch[1]])
-            now = timezone.now()
             started = time.monotonic()
-            taken = attempt_sql.take(publication_ids=batch[:3], token="t" * 32, lease_seconds=60, now=now,
-                                     due_by=now, max_attempts=8)
+            took = taking.take(batch[:3], token="t" * 32, lease_seconds=60)
             assert time.monotonic() - started < 1
     finally:
         other.close()
-    assert not taken[batch[0]].leased                                   # its integration was held
-    assert taken[batch[1]].leased and not taken[batch[1]].claimed       # its row was held
-    assert taken[batch[2]].claimed
+    assert took.untaken == {batch[0]: taking.BUSY, batch[1]: taking.BUSY}  # its integration / its row held
+    assert [t.publication_id for t in took.taken] == [batch[2]]
     assert statuses(batch[:3]) == ["queued", "queued", "sending"]
 
 
-# --- what the review of the batch path asked for ---------------------------------------------------
+# --- guards ---------------------------------------------------------------------------------------
 
 def test_a_429_with_a_long_retry_after_queues_the_rest_within_the_countdown_cap(sandbox, batch, queued):
     sandbox.enqueue_fault(Fault(status=429, integration_id="recruitee:Batch0", headers={"Retry-After": "3000"},
                                 body={"status": "error", "error": {"code": "PLATFORM.RATE_LIMIT_EXCEEDED",
                                                                    "title": "t", "message": "m"}}))
-    services.publications_execute(publication_ids=batch)
+    publishing.publications_execute(publication_ids=batch)
     (rest_ids, countdown), = [(ids, c) for ids, c in queued if ids == batch[1:]]
-    assert countdown == services.MAX_COUNTDOWN_SECONDS  # the broker's visibility timeout stays out of reach
+    assert countdown == publishing.queueing.MAX_COUNTDOWN_SECONDS  # the broker's visibility timeout stays out of reach
     assert statuses(batch[1:]) == ["queued"] * 4 and leases_held() == 0
 
 
-def test_a_failure_after_the_sends_still_records_them_and_frees_every_lease(sandbox, batch, queued, monkeypatch):
-    # batch[4] changes after the batch read it (attempts spent), so it takes the general path, which fails.
-    loaded = services._load_for_execution
+def test_recording_and_handing_back_touch_only_rows_this_run_still_holds(batch, caplog):
+    from packages_app.kombo import ErrorKind, KomboError, KomboSuccess
 
-    def load_then_spend(ids):
-        rows = loaded(ids)
-        Publication.objects.filter(pk=batch[4]).update(status="retrying", next_attempt_at="2999-01-01T00:00:00Z")
-        return rows
-
-    def broken(publication_id, lease):
-        raise RuntimeError("database went away")
-
-    monkeypatch.setattr(services, "_load_for_execution", load_then_spend)
-    monkeypatch.setattr(services, "_execute_with_lease", broken)
-    with pytest.raises(RuntimeError):
-        services.publications_execute(publication_ids=batch)
-    assert statuses(batch) == ["succeeded"] * 4 + ["retrying"] and leases_held() == 0
-    assert ([batch[4]], services.RETRY_AFTER_BATCH_FAILURE_SECONDS) in queued
-
-
-def test_recording_and_handing_back_touch_only_rows_this_run_still_holds(batch):
-    from django.utils import timezone
-
-    from packages_app.kombo import KomboSuccess
-
-    now = timezone.now()
-    taken = attempt_sql.take(publication_ids=batch[:2], token="a" * 32, lease_seconds=60, now=now, due_by=now,
-                             max_attempts=8)
-    # Another run took both integrations over (our leases expired, say).
-    Integration.objects.filter(pk__in=[t.integration_id for t in taken.values()]).update(publish_lease_token="b" * 32)
-    first, second = (taken[pk] for pk in batch[:2])
+    took = taking.take(batch[:3], token="a" * 32, lease_seconds=60)
+    # Another run took the integrations over (our leases expired, say).
+    Integration.objects.filter(pk__in=[t.integration_id for t in took.taken]).update(publish_lease_token="b" * 32)
+    first, second, third = took.taken
     success = KomboSuccess(http_status=200, warnings=[], body_text="{}", limit_headers={}, elapsed=0.1)
-    attempt_sql.finish_succeeded([attempt_sql.Succeeded(first.publication, first.attempt, success, "", now)],
-                                 token="a" * 32)
-    attempt_sql.hand_back([second], token="a" * 32)
-    assert statuses(batch[:2]) == ["sending", "sending"]
-    assert PublicationAttempt.objects.filter(finished_at__isnull=True).count() == 2
-    assert Integration.objects.filter(publish_lease_token="b" * 32).count() == 2
+    with caplog.at_level("INFO", logger="packages_app.publishing"):
+        transitions.record_successes([(first, success, first.started_at)], token="a" * 32)
+        transitions.record_error(second, KomboError(ErrorKind.TRANSIENT, "503", http_status=503), token="a" * 32)
+        transitions.hand_back([third], token="a" * 32)
+    assert statuses(batch[:3]) == ["sending"] * 3
+    assert PublicationAttempt.objects.filter(finished_at__isnull=True).count() == 3
+    assert Integration.objects.filter(publish_lease_token="b" * 32).count() == 3
+    assert "or this run no longer holds its lease" in caplog.text  # a write that matched nothing says why
+
+
+def test_a_long_error_code_and_title_are_cut_to_their_columns(sandbox, batch, queued):
+    """PostgreSQL refuses a value longer than its column (SQLite stores it): a write refused after
+    the request was sent would leave the row sending."""
+    sandbox.enqueue_fault(Fault(status=400, integration_id="recruitee:Batch0", body={"status": "error", "error": {
+        "code": "PLATFORM." + "X" * 300, "title": "T" * 900, "message": "m", "log_url": "https://x/" + "l" * 2000}}))
+    results = publishing.publications_execute(publication_ids=batch[:1])
+    assert results[0].status == "failed"
+    publication = Publication.objects.get(pk=batch[0])
+    assert len(publication.error_code) == 100 and len(publication.error_title) == 500
+    assert publication.error_log_url == ""  # a cut link would lead nowhere
+    assert len(publication.attempt_log.get().error_code) == 100
 
 
 def test_a_batch_whose_budget_is_spent_reserves_no_slot_and_takes_nothing(sandbox, batch, queued, settings):
@@ -360,19 +362,7 @@ def test_a_batch_whose_budget_is_spent_reserves_no_slot_and_takes_nothing(sandbo
     settings.KOMBO_RATE_LIMIT_PER_SECOND = 5
     client = redis.Redis.from_url(settings.KOMBO_PACING_REDIS_URL)
     client.delete(pacing.SLOT_KEY)
-    results = services.publications_execute(publication_ids=batch, time_budget=-1)
+    results = publishing.publications_execute(publication_ids=batch, time_budget=-1)
     assert [r.status for r in results] == ["queued"] * 5 and queued == [(batch, None)]
     assert client.get(pacing.SLOT_KEY) is None and sandbox.requests("PUT") == []
     assert statuses(batch) == ["queued"] * 5 and PublicationAttempt.objects.count() == 0
-
-
-def test_a_batch_behind_its_slots_keeps_the_schedules_interval_between_sends():
-    import time
-
-    pace = services._Pace(0.05)
-    past = time.monotonic() - 10  # every slot already due
-    starts = []
-    for _ in range(4):
-        pace.wait_until(past)
-        starts.append(time.monotonic())
-    assert all(b - a >= 0.049 for a, b in zip(starts, starts[1:]))

@@ -157,4 +157,4 @@ def test_staff_flow_publish_read_diff_watch_status_remove_and_fail(page):
 
     page.goto("/admin/packages_app/integration/")
     shot(page, "06-integrations-list")
-    assert "Last publish failed" in page.inner_text("#result_list")
+    assert "Last publish did not complete" in page.inner_text("#result_list")

@@ -2,7 +2,7 @@
 import pytest
 from django.core.management import CommandError, call_command
 
-from packages_app import services
+from packages_app import publishing
 from packages_app.models import Publication
 
 
@@ -60,7 +60,7 @@ def test_all_out_of_sync_skips_those_in_sync(make_package, make_integration, no_
     package = make_package()
     synced = make_integration([package], kombo_integration_id="recruitee:Synced")
     make_integration([package], kombo_integration_id="recruitee:New")
-    (pub,) = services.publications_create(integrations=[synced])
+    (pub,) = publishing.publications_create(integrations=[synced])
     Publication.objects.filter(pk=pub.pk).update(status="succeeded")
     code, out, err = run("--all-out-of-sync")
     assert code == 0, err
@@ -71,9 +71,9 @@ def test_all_out_of_sync_skips_those_in_sync(make_package, make_integration, no_
 @pytest.mark.django_db(transaction=True)
 def test_wait_reports_final_states_and_fails_on_failure(make_package, make_integration, sandbox, monkeypatch):
     # Execute synchronously instead of through a broker: the command waits on the database.
-    monkeypatch.setattr(services, "publications_enqueue",
+    monkeypatch.setattr(publishing.queueing, "publications_enqueue",
                         lambda *, publication_ids, countdown=None: [
-                            pk for pk in publication_ids if services.publication_execute(publication_id=pk)])
+                            pk for pk in publication_ids if publishing.publication_execute(publication_id=pk)])
     sandbox.extra_warnings = ["Names are cut at 50 characters."]
     make_integration([make_package()], kombo_integration_id="recruitee:Ok1")
     make_integration([make_package()], kombo_integration_id="notfound:Gone1")

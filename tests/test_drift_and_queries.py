@@ -4,7 +4,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from packages_app import services
+from packages_app import publishing
 from packages_app.models import AssessmentPackage, Integration, Publication
 from packages_app.sandbox import Fault
 
@@ -25,8 +25,8 @@ def test_compare_shows_kombo_last_published_and_catalogue_side_by_side(client, s
                                                                       make_integration):
     a, b = make_package("a", name="Alpha"), make_package("b", name="Beta")
     integration = make_integration([a, b], kombo_integration_id="recruitee:Drift1")
-    (pub,) = services.publications_create(integrations=[integration])
-    services.publication_execute(publication_id=pub.pk)
+    (pub,) = publishing.publications_create(integrations=[integration])
+    publishing.publication_execute(publication_id=pub.pk)
     url = reverse("admin:packages_app_integration_compare", args=[integration.pk])
     client.force_login(superuser)
 
@@ -74,8 +74,8 @@ def test_executing_a_publication_costs_the_same_queries_for_10_or_5000_packages(
     counts = []
     for size, prefix in ((10, "small"), (5000, "large")):
         integration = make_integration(_bulk_packages(size, prefix))
-        (pub,) = services.publications_create(integrations=[integration])
-        counts.append(queries(lambda: services.publication_execute(publication_id=pub.pk)))
+        (pub,) = publishing.publications_create(integrations=[integration])
+        counts.append(queries(lambda: publishing.publication_execute(publication_id=pub.pk)))
         assert Publication.objects.get(pk=pub.pk).status == "succeeded"
     assert counts[0] == counts[1]
 
@@ -119,5 +119,5 @@ def test_publications_list_costs_the_same_for_10_or_300_rows(client, superuser, 
 
 
 def test_one_http_session_per_worker_process(settings):
-    first = services.kombo_client()
-    assert services.kombo_client() is first and services.kombo_client().session is first.session
+    first = publishing.kombo_client()
+    assert publishing.kombo_client() is first and publishing.kombo_client().session is first.session

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from packages_app import services
+from packages_app import publishing
 from packages_app.admin import publication_status_text
 from packages_app.models import Publication
 from packages_app.sandbox import Fault
@@ -23,7 +23,7 @@ def err(code, message="m", status=None):
 def drive(pub, limit=10):
     """Run attempts back to back (skipping the waits) until the publication stops moving."""
     for _ in range(limit):
-        services.publication_execute(publication_id=pub.pk)
+        publishing.publication_execute(publication_id=pub.pk)
         pub.refresh_from_db()
         if pub.is_final or pub.status == "waiting":
             return pub
@@ -69,7 +69,7 @@ def test_fault(name, fault, integration_id, status, requests, fields, sandbox, s
     if fault:
         sandbox.enqueue_fault(fault)
     integration = make_integration([make_package("1001")], kombo_integration_id=integration_id)
-    (pub,) = services.publications_create(integrations=[integration])
+    (pub,) = publishing.publications_create(integrations=[integration])
     pub = drive(pub)
     assert pub.status == status
     assert len(sandbox.requests("PUT")) == requests
@@ -92,10 +92,10 @@ def test_status_text_staff_see_while_retrying(sandbox, settings, make_package, m
     settings.KOMBO_MAX_ATTEMPTS = 8
     sandbox.enqueue_fault(Fault(status=503, body=None))
     sandbox.enqueue_fault(Fault(status=503, body=None))
-    (pub,) = services.publications_create(integrations=[make_integration([make_package()])])
-    services.publication_execute(publication_id=pub.pk)
+    (pub,) = publishing.publications_create(integrations=[make_integration([make_package()])])
+    publishing.publication_execute(publication_id=pub.pk)
     Publication.objects.filter(pk=pub.pk).update(next_attempt_at=timezone.now())
-    services.publication_execute(publication_id=pub.pk)
+    publishing.publication_execute(publication_id=pub.pk)
     pub.refresh_from_db()
     Publication.objects.filter(pk=pub.pk).update(next_attempt_at=timezone.now().replace(hour=16, minute=32, second=10) + timedelta(days=1))
     pub.refresh_from_db()
@@ -103,7 +103,7 @@ def test_status_text_staff_see_while_retrying(sandbox, settings, make_package, m
 
 
 def test_status_text_while_waiting_for_the_first_sync(sandbox, make_package, make_integration):
-    (pub,) = services.publications_create(integrations=[make_integration([make_package()], kombo_integration_id="syncpending:B")])
-    services.publication_execute(publication_id=pub.pk)
+    (pub,) = publishing.publications_create(integrations=[make_integration([make_package()], kombo_integration_id="syncpending:B")])
+    publishing.publication_execute(publication_id=pub.pk)
     pub.refresh_from_db()
     assert publication_status_text(pub).startswith("Waiting for the customer's first sync; next try at ")

@@ -181,3 +181,129 @@ def test_get_packages_tolerates_null_type_and_updated_at(client, sandbox):
 
 def test_client_repr_never_shows_the_key(client):
     assert KEY not in repr(client)
+
+
+# --- redirects: never followed ---------------------------------------------------------------
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_redirect_is_never_followed_and_is_permanent(client, sandbox, status):
+    # Pointing at the sandbox itself: a followed redirect would reach it a second time (a 302 as a
+    # GET whose success answer looked like a publish, a 301 as a PUT without its body).
+    location = f"{sandbox.url}/assessment/packages"
+    error = put_error(client, sandbox, Fault(status=status, body=None, headers={"Location": location}))
+    assert error.kind is ErrorKind.PERMANENT and error.http_status == status and error.code is None
+    assert error.reason == (
+        f"Kombo answered HTTP {status} with a redirect to {location}: redirects are never followed "
+        "(the PUT would lose its body); check KOMBO_API_URL and the integration's region.")
+    assert len(sandbox.requests()) == 1
+    assert sandbox.packages(INTEGRATION) == []
+
+
+def test_redirect_with_a_json_body_and_a_long_location_is_cut(client, sandbox):
+    location = "http://127.0.0.1:9/v1/assessment/packages?" + "x" * 5000  # loopback: never reaches Kombo
+    error = put_error(client, sandbox, Fault(status=302, headers={"Location": location},
+                                             body={"status": "success", "data": {}, "warnings": []}))
+    assert error.kind is ErrorKind.PERMANENT
+    assert f"redirect to {location[:300]}…: redirects are never followed" in error.reason
+    assert len(error.reason) < 600 and len(sandbox.requests()) == 1
+
+
+def test_redirect_without_location(client, sandbox):
+    error = put_error(client, sandbox, Fault(status=303, body=None))
+    assert error.kind is ErrorKind.PERMANENT
+    assert error.reason.startswith("Kombo answered HTTP 303 with a redirect without a Location header")
+
+
+def test_get_packages_does_not_follow_redirects_either(client, sandbox):
+    location = f"{sandbox.url}/assessment/packages"
+    sandbox.enqueue_fault(Fault(status=307, body=None, headers={"Location": location}))
+    with pytest.raises(KomboError) as info:
+        client.get_packages(base_url=sandbox.url, integration_id=INTEGRATION)
+    assert info.value.kind is ErrorKind.PERMANENT and location in info.value.reason
+    assert len(sandbox.requests("GET")) == 1
+
+
+# --- a request that cannot be built: permanent, nothing sent ---------------------------------
+
+@pytest.mark.parametrize("key,integration,source", [
+    (KEY, "recruitee:abc\nX-Injected: 1", "the integration id"),
+    (KEY, "recruitee:abc\r", "the integration id"),
+    (KEY, " recruitee:abc", "the integration id"),
+    (KEY, "recruitee:ab\u0100c", "the integration id"),
+    (KEY + "\n", INTEGRATION, "KOMBO_API_KEY"),
+    (KEY + "\u2028", INTEGRATION, "KOMBO_API_KEY"),
+    ("\u201c" + KEY + "\u201d", INTEGRATION, "KOMBO_API_KEY"),
+])
+def test_a_header_that_cannot_be_sent_is_permanent_and_nothing_is_sent(sandbox, key, integration, source):
+    client = KomboClient(api_key=key, connect_timeout=1, read_timeout=1)
+    error = put_error(client, sandbox, integration=integration)
+    assert error.kind is ErrorKind.PERMANENT and error.http_status is None
+    assert error.reason.startswith("The request could not be built") and source in error.reason
+    assert "Bearer" not in error.reason and key not in error.reason
+    assert sandbox.requests() == []
+
+
+@pytest.mark.parametrize("base_url", [
+    "127.0.0.1/v1",              # MissingSchema
+    "ftp://127.0.0.1/v1",        # InvalidSchema
+    "http:///v1",                # InvalidURL
+    "http://127.0.0.1:9:9/v1",   # InvalidURL
+])
+def test_a_url_that_cannot_be_used_is_permanent(client, base_url):
+    with pytest.raises(KomboError) as info:
+        client.set_packages(base_url=base_url, integration_id=INTEGRATION, body=BODY)
+    assert info.value.kind is ErrorKind.PERMANENT and info.value.http_status is None
+    assert "KOMBO_API_URL" in info.value.reason and KEY not in info.value.reason
+
+
+# --- classification: known codes by code, the rest by HTTP status ----------------------------
+
+@pytest.mark.parametrize("code", [
+    "INTEGRATION.AUTHENTICATION_INVALID", "INTEGRATION.QA_FAILED", "INTEGRATION.SETUP_INCOMPLETE",
+    "INTEGRATION.MODEL_NOT_AVAILABLE", "INTEGRATION.MODEL_FIELD_MISSING",
+    "INTEGRATION.ACTION_NOT_AVAILABLE", "INTEGRATION.ACTION_DISABLED",
+])
+def test_documented_integration_codes_are_permanent_whatever_the_status(code):
+    assert classify(code, 503) is ErrorKind.PERMANENT and classify(code, 400) is ErrorKind.PERMANENT
+    assert classify(code, None) is ErrorKind.PERMANENT
+
+
+@pytest.mark.parametrize("code", [None, "INTEGRATION.SOMETHING_NEW", "PLATFORM.SOMETHING_NEW", 123, ["x"], {"a": 1}, True])
+@pytest.mark.parametrize("status,kind", [
+    (429, ErrorKind.TRANSIENT), (502, ErrorKind.TRANSIENT), (503, ErrorKind.TRANSIENT),
+    (504, ErrorKind.TRANSIENT), (None, ErrorKind.TRANSIENT),
+    (400, ErrorKind.PERMANENT), (409, ErrorKind.PERMANENT), (500, ErrorKind.PERMANENT),
+])
+def test_unknown_null_or_non_string_codes_fall_back_to_the_http_status(code, status, kind):
+    assert classify(code, status) is kind
+
+
+@pytest.mark.parametrize("status,kind", [(503, ErrorKind.TRANSIENT), (409, ErrorKind.PERMANENT)])
+def test_unknown_integration_code_over_http_falls_back_to_the_status(client, sandbox, status, kind):
+    body = {"status": "error", "error": {"code": "INTEGRATION.SOMETHING_NEW", "title": "t", "message": "m", "log_url": None}}
+    error = put_error(client, sandbox, Fault(status=status, body=body))
+    assert error.kind is kind and error.code == "INTEGRATION.SOMETHING_NEW"
+
+
+@pytest.mark.parametrize("code", [123, 1.5, ["PLATFORM.INPUT_INVALID"], {"id": "PLATFORM.INPUT_INVALID"}, True, False])
+@pytest.mark.parametrize("status,kind", [(503, ErrorKind.TRANSIENT), (400, ErrorKind.PERMANENT)])
+def test_non_string_code_counts_as_unknown_and_never_crashes(client, sandbox, code, status, kind):
+    error = put_error(client, sandbox, Fault(status=status, body={"status": "error", "error": {"code": code, "message": "x"}}))
+    assert error.kind is kind and error.code is None and error.http_status == status
+    assert error.message == "x" and error.title is None and error.log_url is None
+    assert error.reason.startswith(f"Kombo answered HTTP {status} (unreadable error code ")
+    assert error.reason.endswith("): x")
+
+
+def test_non_string_title_message_and_log_url_become_text_or_none(client, sandbox):
+    body = {"status": "error", "error": {"code": "PLATFORM.INPUT_INVALID", "title": 42,
+                                         "message": {"field": "packages[0].id"}, "log_url": ["https://x"]}}
+    error = put_error(client, sandbox, Fault(status=400, body=body))
+    assert error.kind is ErrorKind.PERMANENT and error.code == "PLATFORM.INPUT_INVALID"
+    assert error.title == "42" and error.message == '{"field": "packages[0].id"}' and error.log_url is None
+    assert error.reason == 'Kombo answered HTTP 400 PLATFORM.INPUT_INVALID: {"field": "packages[0].id"}'
+
+
+def test_success_with_warnings_that_are_not_a_list(client, sandbox):
+    sandbox.enqueue_fault(Fault(status=200, body={"status": "success", "data": {}, "warnings": "careful"}))
+    assert put(client, sandbox).warnings == ["careful"]

@@ -73,14 +73,14 @@ def test_canonical_bytes_are_one_json_document_of_the_ordered_body(rows):
 
 @pytest.mark.django_db
 def test_plans_for_many_integrations_equal_each_integrations_own_plan(make_package, make_integration):
-    from packages_app import services
+    from packages_app import publishing
 
     packages = [make_package("b-2", name='Quote " and \\ backslash', description="Line\nbreak, ünïcödé, 漢字"),
                 make_package("a-1"), make_package("C-3", name="Emoji 🎯"), make_package("a-10")]
     integrations = [make_integration(packages), make_integration(packages[:2]), make_integration([]),
                     make_integration(packages[2:])]
-    many = services.publication_plans(integrations=integrations)
+    many = publishing.publication_plans(integrations=integrations)
     for integration, plan in zip(integrations, many):
-        one = services.publication_plan(integration=Integration.objects.get(pk=integration.pk))
+        one = publishing.publication_plan(integration=Integration.objects.get(pk=integration.pk))
         assert (plan.body, plan.body_bytes, plan.sha256) == (one.body, one.body_bytes, one.sha256)
     assert many[2].body_bytes == b'{"packages":[]}'

@@ -12,7 +12,7 @@ from django.contrib.auth.models import Group, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from packages_app import services
+from packages_app import publishing
 from packages_app.models import AssessmentPackage, Integration, Publication, PublicationAttempt
 
 pytestmark = pytest.mark.django_db
@@ -97,7 +97,7 @@ def world(make_package, make_integration, no_broker):
     """One of everything: a package, an integration offering it, and a publication of it."""
     package = make_package("1001", name="TypeScript")
     integration = make_integration([package], name="Acme", kombo_integration_id="recruitee:Acme1")
-    (publication,) = services.publications_create(integrations=[integration])
+    (publication,) = publishing.publications_create(integrations=[integration])
     return {"package": package, "integration": integration, "publication": publication}
 
 
@@ -117,7 +117,7 @@ def snapshot():
 def current_sha256(integration):
     """The hash the confirmation page puts in its hidden field (what staff saw)."""
     fresh = Integration.objects.prefetch_related("packages").get(pk=integration.pk)
-    return services.publication_plan(integration=fresh).sha256
+    return publishing.publication_plan(integration=fresh).sha256
 
 
 # --- the requests ----------------------------------------------------------------------------

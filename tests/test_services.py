@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from packages_app import services
+from packages_app import publishing
 from packages_app.models import Integration, Publication, PublicationAttempt
 from packages_app.sandbox import Fault
 
@@ -24,7 +24,7 @@ def scheduled(monkeypatch):
             enqueued_at=timezone.now() + timedelta(seconds=countdown or 0))
         return list(publication_ids)
 
-    monkeypatch.setattr(services, "publications_enqueue", fake_enqueue)
+    monkeypatch.setattr(publishing.queueing, "publications_enqueue", fake_enqueue)
     return calls
 
 
@@ -32,12 +32,12 @@ def scheduled(monkeypatch):
 def publication(make_package, make_integration, scheduled):
     integration = make_integration([make_package("1001", name="TypeScript"), make_package("1002")],
                                    kombo_integration_id="recruitee:Acme1")
-    (pub,) = services.publications_create(integrations=[integration])
+    (pub,) = publishing.publications_create(integrations=[integration])
     return pub
 
 
 def run(pub):
-    result = services.publication_execute(publication_id=pub.pk)
+    result = publishing.publication_execute(publication_id=pub.pk)
     pub.refresh_from_db()
     return result
 
@@ -48,7 +48,7 @@ def error_body(code, message="m", title="t", log_url="https://app.kombo.dev/logs
 
 def test_success_stores_everything_and_logs_each_warning(sandbox, publication, caplog):
     sandbox.extra_warnings = ["Name cut to 50 characters.", "Second warning."]
-    with caplog.at_level(logging.WARNING, logger="packages_app.services"):
+    with caplog.at_level(logging.WARNING, logger="packages_app.publishing"):
         result = run(publication)
     assert result.status == "succeeded" and result.sent
     p = publication
@@ -65,7 +65,7 @@ def test_success_stores_everything_and_logs_each_warning(sandbox, publication, c
     (attempt,) = PublicationAttempt.objects.filter(publication=p)
     assert attempt.outcome == "succeeded" and attempt.http_status == 200
     # The integration's lease is released.
-    assert Integration.objects.filter(publish_lease_owner__isnull=True).count() == 1
+    assert Integration.objects.filter(publish_lease_token="", publish_lease_until__isnull=True).count() == 1
 
 
 def test_permanent_error_fails_at_once_with_kombos_fields(sandbox, publication, scheduled):
@@ -118,7 +118,7 @@ def test_a_message_that_arrives_early_does_not_send(sandbox, publication, schedu
 def test_sync_pending_waits_slowly_and_leaves_scheduling_to_the_sweep(sandbox, make_package, make_integration, scheduled, settings):
     settings.KOMBO_SYNC_PENDING_RETRY_SECONDS = 900
     integration = make_integration([make_package()], kombo_integration_id="syncpending:New1")
-    (p,) = services.publications_create(integrations=[integration])
+    (p,) = publishing.publications_create(integrations=[integration])
     before = len(scheduled)
     assert run(p).status == "waiting"
     assert p.error_code == "INTEGRATION.SETUP_SYNC_PENDING" and p.http_status == 409
@@ -126,12 +126,12 @@ def test_sync_pending_waits_slowly_and_leaves_scheduling_to_the_sweep(sandbox, m
     assert len(scheduled) == before  # too far ahead for a countdown: the sweep picks it up
     Publication.objects.filter(pk=p.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1),
                                                enqueued_at=timezone.now() - timedelta(hours=1))
-    assert services.publications_sweep() == [p.pk]
+    assert publishing.publications_sweep() == [p.pk]
 
 
 def test_sync_pending_fails_after_the_maximum_wait(sandbox, make_package, make_integration, scheduled, settings):
     integration = make_integration([make_package()], kombo_integration_id="syncpending:Old1")
-    (p,) = services.publications_create(integrations=[integration])
+    (p,) = publishing.publications_create(integrations=[integration])
     run(p)
     Publication.objects.filter(pk=p.pk).update(started_at=timezone.now() - timedelta(hours=25), next_attempt_at=None)
     assert run(p).status == "failed"
@@ -154,7 +154,7 @@ def test_missing_api_key_fails_with_a_message_and_sends_nothing(sandbox, publica
 
 
 def test_an_older_publication_is_superseded_by_a_newer_one(sandbox, publication):
-    (newer,) = services.publications_create(integrations=[publication.integration])
+    (newer,) = publishing.publications_create(integrations=[publication.integration])
     assert run(publication).status == "superseded"
     assert publication.finished_at and "newer publication" in publication.failure_reason
     assert sandbox.requests() == []
@@ -164,16 +164,16 @@ def test_an_older_publication_is_superseded_by_a_newer_one(sandbox, publication)
 def test_running_a_finished_publication_again_changes_nothing(sandbox, publication):
     run(publication)
     first = Publication.objects.values().get(pk=publication.pk)
-    assert run(publication).status == "succeeded" and not services.publication_execute(publication_id=publication.pk).sent
+    assert run(publication).status == "succeeded" and not publishing.publication_execute(publication_id=publication.pk).sent
     assert Publication.objects.values().get(pk=publication.pk) == first
     assert len(sandbox.requests("PUT")) == 1
 
 
 def test_the_lease_keeps_a_second_publication_waiting(sandbox, make_package, make_integration, scheduled):
     integration = make_integration([make_package()])
-    (p,) = services.publications_create(integrations=[integration])
+    (p,) = publishing.publications_create(integrations=[integration])
     Integration.objects.filter(pk=integration.pk).update(
-        publish_lease_owner=999999, publish_lease_until=timezone.now() + timedelta(seconds=30))
+        publish_lease_token="another-run", publish_lease_until=timezone.now() + timedelta(seconds=30))
     result = run(p)
     assert result.retry_in and p.status == "queued" and sandbox.requests() == []
     assert scheduled[-1][0] == p.pk and 1 <= scheduled[-1][1] <= 2
@@ -185,22 +185,22 @@ def test_the_lease_keeps_a_second_publication_waiting(sandbox, make_package, mak
 def test_a_publication_left_sending_by_a_dead_worker_is_resumed(sandbox, publication):
     Publication.objects.filter(pk=publication.pk).update(status="sending", attempts=1)
     PublicationAttempt.objects.create(publication=publication, number=1, started_at=timezone.now())
-    assert services.publications_sweep(now=timezone.now() + timedelta(minutes=10)) == [publication.pk]
+    assert publishing.publications_sweep(now=timezone.now() + timedelta(minutes=10)) == [publication.pk]
     assert run(publication).status == "succeeded"
     assert list(publication.attempt_log.values_list("outcome", flat=True)) == ["lost", "succeeded"]
 
 
 def test_sweep_queues_what_the_broker_never_got_and_nothing_else(publication, scheduled, make_integration):
     Publication.objects.filter(pk=publication.pk).update(enqueued_at=None, requested_at=timezone.now() - timedelta(minutes=1))
-    (recent,) = services.publications_create(integrations=[make_integration()])
-    assert services.publications_sweep() == [publication.pk]
-    assert services.publications_sweep() == []  # just queued: not again until it is stale
+    (recent,) = publishing.publications_create(integrations=[make_integration()])
+    assert publishing.publications_sweep() == [publication.pk]
+    assert publishing.publications_sweep() == []  # just queued: not again until it is stale
 
 
 def test_publications_are_created_all_or_none(make_integration):
     active, paused = make_integration(), make_integration(is_active=False)
-    with pytest.raises(services.IntegrationPaused):
-        services.publications_create(integrations=[active, paused])
+    with pytest.raises(publishing.IntegrationPaused):
+        publishing.publications_create(integrations=[active, paused])
     assert not Publication.objects.exists()
 
 
@@ -208,11 +208,11 @@ def test_publications_are_created_all_or_none(make_integration):
 def test_a_dead_sending_publication_with_a_newer_one_is_superseded_not_stuck(sandbox, publication):
     Publication.objects.filter(pk=publication.pk).update(status="sending", attempts=1)
     PublicationAttempt.objects.create(publication=publication, number=1, started_at=timezone.now())
-    (newer,) = services.publications_create(integrations=[publication.integration])
+    (newer,) = publishing.publications_create(integrations=[publication.integration])
     assert run(publication).status == "superseded"
     assert list(publication.attempt_log.values_list("outcome", flat=True)) == ["lost"]
     assert sandbox.requests() == []
-    assert services.publications_sweep(now=timezone.now() + timedelta(hours=1)) == [newer.pk]
+    assert publishing.publications_sweep(now=timezone.now() + timedelta(hours=1)) == [newer.pk]
 
 
 def test_attempts_lost_to_dead_workers_count_against_the_maximum(sandbox, publication, settings):
@@ -232,20 +232,20 @@ def test_saving_an_integration_never_touches_its_lease(make_integration):
     integration = make_integration()
     stale = Integration.objects.get(pk=integration.pk)  # read before a worker takes the lease
     Integration.objects.filter(pk=integration.pk).update(
-        publish_lease_owner=42, publish_lease_token="t" * 32,
+        publish_lease_token="t" * 32,
         publish_lease_until=timezone.now() + timedelta(minutes=1))
     stale.name = "Renamed in the admin"
     stale.save()
     fresh = Integration.objects.get(pk=integration.pk)
     assert fresh.name == "Renamed in the admin"
-    assert (fresh.publish_lease_owner, fresh.publish_lease_token) == (42, "t" * 32)
+    assert fresh.publish_lease_token == "t" * 32 and fresh.publish_lease_until is not None
 
 
 def test_a_broker_that_fails_is_tried_once_not_once_per_publication(monkeypatch, make_integration,
                                                                     django_capture_on_commit_callbacks):
     from kombu.exceptions import OperationalError
 
-    from packages_app import tasks
+    from kombo_admin.celery import app
 
     calls = []
 
@@ -253,10 +253,9 @@ def test_a_broker_that_fails_is_tried_once_not_once_per_publication(monkeypatch,
         calls.append(kwargs)
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
-    monkeypatch.setattr(tasks.publish_publication, "apply_async", broker_down)
-    monkeypatch.setattr(tasks.publish_publications, "apply_async", broker_down)
+    monkeypatch.setattr(app, "send_task", broker_down)
     integrations = [make_integration() for _ in range(5)]
     with django_capture_on_commit_callbacks(execute=True):
-        publications = services.publications_create(integrations=integrations)
+        publications = publishing.publications_create(integrations=integrations)
     assert len(calls) == 1 and [p.enqueued for p in publications] == [False] * 5
     assert Publication.objects.filter(status="queued", enqueued_at__isnull=True).count() == 5

@@ -6,7 +6,7 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 
 from kombo_admin.celery import app
-from packages_app import services
+from packages_app import publishing
 from packages_app.models import Publication
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -43,7 +43,7 @@ def test_worker_publishes_to_the_sandbox_and_stores_the_answer(sandbox, worker, 
                       description="Video interview to assess communication skills")],
         kombo_integration_id="recruitee:HWUTwvyx2wLoSUHphiWVrp28", name="Acme",
     )
-    (created,) = services.publications_create(integrations=[integration], requested_by=publisher)
+    (created,) = publishing.publications_create(integrations=[integration], requested_by=publisher)
     assert created.enqueued is True
 
     p = wait_final(created.pk)
@@ -71,7 +71,7 @@ def test_worker_publishes_to_the_sandbox_and_stores_the_answer(sandbox, worker, 
 
 def test_worker_records_kombos_error(sandbox, worker, make_package, make_integration):
     integration = make_integration([make_package()], kombo_integration_id="notfound:Gone1")
-    (created,) = services.publications_create(integrations=[integration])
+    (created,) = publishing.publications_create(integrations=[integration])
     p = wait_final(created.pk)
     assert p.status == "failed" and p.http_status == 404 and p.error_code == "PLATFORM.INTEGRATION_NOT_FOUND"
     assert p.error_message and p.error_log_url and len(sandbox.requests("PUT")) == 1
@@ -83,7 +83,7 @@ def test_worker_retries_a_transient_error_by_itself(sandbox, worker, make_packag
     sandbox.enqueue_fault(Fault(reset=True))
     sandbox.enqueue_fault(Fault(status=503, body="<html>503</html>"))
     integration = make_integration([make_package()])
-    (created,) = services.publications_create(integrations=[integration])
+    (created,) = publishing.publications_create(integrations=[integration])
     p = wait_final(created.pk)
     assert p.status == "succeeded" and p.attempts == 3
     assert list(p.attempt_log.values_list("outcome", flat=True)) == ["transient", "transient", "succeeded"]

@@ -1,9 +1,9 @@
-"""Publish integrations from a script or cron: the same services and guards as the admin."""
+"""Publish integrations from a script or cron: the same publishing engine and guards as the admin."""
 import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from packages_app import selectors, services
+from packages_app import publishing, selectors
 from packages_app.models import Integration, Publication
 
 
@@ -59,11 +59,11 @@ class Command(BaseCommand):
         publications = []
         if chosen:
             try:
-                publications = services.publications_create(
+                publications = publishing.publications_create(
                     integrations=[p.integration for p in chosen],
                     expected_sha256={p.integration.pk: p.plan.sha256 for p in chosen},
                 )
-            except (services.CatalogueChanged, services.IntegrationPaused) as exc:
+            except (publishing.CatalogueChanged, publishing.IntegrationPaused) as exc:
                 raise CommandError(f"{exc} Nothing was published.")
         for publication in publications:
             note = "" if publication.enqueued else " (broker unreachable: the sweep will send it)"

@@ -1,0 +1,188 @@
+"""Executing publications: take them (taking.py), send each when the shared pacing schedule gives
+it a slot, record what Kombo answered (transitions.py), hand back what was not sent. A single
+publication is a batch of one: there is one path, on every database.
+
+A batch message's publications go one after another in this process, so concurrency against
+Kombo stays one request per worker process. No attempt starts after the batch's time budget, after
+Kombo answers 429, after the task's soft time limit, or when no pacing slot is near: what is left
+is handed back as it was and queued again. A pacing slot is reserved only for a request about to
+be sent.
+"""
+import logging
+import random
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.utils import timezone
+
+from .. import kombo, pacing
+from . import queueing, taking, transitions
+from .client import integration_base_url_for, kombo_client, redact_key
+from .leases import lease_seconds, leases_release
+
+logger = logging.getLogger(__name__)
+
+Status = transitions.Status
+# When another publication of the same integration holds the lease, look again after this long.
+LEASE_BUSY_RETRY_SECONDS = 1.0
+# A batch that failed queues what it had not handled again after this long (not at once: the
+# failure may well repeat).
+RETRY_AFTER_BATCH_FAILURE_SECONDS = 30
+PACED = "paced"
+
+
+@dataclass
+class ExecuteResult:
+    status: str
+    retry_in: float | None = None   # the publication is queued again in this many seconds
+    sent: bool = False              # a request reached (or tried to reach) Kombo this time
+
+
+@dataclass
+class _Clock:
+    """A message's time: its budget for starting attempts and its hard time limit."""
+
+    budget: float
+    limit: float
+    started: float = field(default_factory=time.monotonic)
+
+    def spent(self):
+        return time.monotonic() - self.started > self.budget
+
+    def lease_seconds(self):
+        return lease_seconds(self.limit - (time.monotonic() - self.started))
+
+
+def publication_execute(*, publication_id):
+    """Run one attempt of a publication if it is due, and record what happened.
+
+    Safe to call any number of times, concurrently, for the same id: only the holder of the
+    integration's lease sends, and a publication in a final state is left alone.
+    """
+    (result,) = publications_execute(publication_ids=[publication_id], time_budget=float("inf"),
+                                     time_limit=settings.CELERY_TASK_TIME_LIMIT)
+    return result
+
+
+def publications_execute(*, publication_ids, time_budget=None, time_limit=None):
+    """Execute a message's publications in order; an ExecuteResult per distinct id, in order.
+    If something fails, what was not handled is queued again before the error goes on."""
+    clock = _Clock(budget=settings.KOMBO_PUBLISH_BATCH_SECONDS if time_budget is None else time_budget,
+                   limit=settings.KOMBO_BATCH_TIME_LIMIT if time_limit is None else time_limit)
+    ids = list(dict.fromkeys(publication_ids))
+    results = {}
+    try:
+        _run(ids, clock, results)
+    except Exception:
+        rest = [pk for pk in ids if pk not in results]
+        logger.exception("Publishing failed; %s publication(s) not handled are queued again in %s s.",
+                         len(rest), RETRY_AFTER_BATCH_FAILURE_SECONDS)
+        if rest:
+            queueing.publications_enqueue(publication_ids=rest, countdown=RETRY_AFTER_BATCH_FAILURE_SECONDS)
+        raise
+    return [results[pk] for pk in ids]
+
+
+def _run(ids, clock, results):
+    if clock.spent():
+        # Redelivered late, say: take nothing, leave it all to a fresh message.
+        queueing.publications_enqueue(publication_ids=ids)
+        results |= {pk: ExecuteResult(Status.QUEUED, retry_in=0) for pk in ids}
+        return
+    token = uuid.uuid4().hex
+    took = taking.take(ids, token=token, lease_seconds=clock.lease_seconds())
+    busy = [pk for pk, why in took.untaken.items() if why == taking.BUSY]
+    for pk, why in took.untaken.items():
+        if why == taking.MISSING:
+            logger.error("Publication %s does not exist; nothing to do.", pk)
+        if why != taking.BUSY:
+            results[pk] = ExecuteResult(why)
+    if busy:
+        # Another publication of the integration is in flight: look again shortly.
+        wait = LEASE_BUSY_RETRY_SECONDS * (1 + random.random())
+        queueing.publications_enqueue(publication_ids=busy, countdown=wait)
+        results |= {pk: ExecuteResult(Status.QUEUED, retry_in=wait) for pk in busy}
+    pending, answers, requeue_in, paced = list(took.taken), [], None, False
+    try:
+        while pending:
+            one = pending[0]
+            if clock.spent():
+                logger.info("Out of time after %s request(s); %s publication(s) queued again.",
+                            len(took.taken) - len(pending), len(pending))
+                break
+            slot = pacing.reserve_slot(max_wait=settings.KOMBO_PACING_MAX_WAIT_SECONDS)
+            if not slot.granted:
+                requeue_in, paced = min(slot.wait + random.random(), queueing.MAX_COUNTDOWN_SECONDS), True
+                break
+            if slot.wait > 0:
+                time.sleep(slot.wait)
+            pending.pop(0)
+            outcome, stop = _send(one)
+            if isinstance(outcome, kombo.KomboSuccess):
+                answers.append((one, outcome, timezone.now()))
+                results[one.publication_id] = ExecuteResult(Status.SUCCEEDED, sent=True)
+                continue
+            status, wait = transitions.record_error(one, outcome, token=token)
+            leases_release([one.integration_id], token=token)
+            results[one.publication_id] = ExecuteResult(status, retry_in=wait, sent=True)
+            if wait is not None and queueing.countdown_within_cap(wait) is not None:
+                queueing.publication_enqueue(publication_id=one.publication_id, countdown=wait)
+            if outcome.http_status == 429:
+                # Kombo asked everyone to slow down: the rest wait as long as this one.
+                requeue_in = min(wait or 0, queueing.MAX_COUNTDOWN_SECONDS)
+                break
+            if stop:
+                break
+    finally:
+        # Whatever happened above: what was sent is recorded, what was not is handed back, and
+        # no lease of this run outlives it. Each step runs even if the one before failed.
+        try:
+            recorded = transitions.record_successes(answers, token=token)
+            for taken, _, _ in answers:
+                results[taken.publication_id] = ExecuteResult(recorded.get(taken.publication_id), sent=True)
+        finally:
+            try:
+                _hand_back(pending, token, requeue_in, paced, results)
+            finally:
+                leases_release({t.integration_id for t in took.taken}, token=token)
+
+
+def _hand_back(pending, token, requeue_in, paced, results):
+    if not pending:
+        return
+    back = transitions.hand_back(pending, token=token)
+    again = [t.publication_id for t in pending if back.get(t.publication_id) in taking.RESTING]
+    if again:
+        queueing.publications_enqueue(publication_ids=again, countdown=requeue_in)
+    for taken in pending:
+        status = back.get(taken.publication_id, Status.SENDING)
+        results[taken.publication_id] = ExecuteResult(PACED if paced and status in taking.RESTING else status,
+                                                      retry_in=requeue_in or 0)
+
+
+def _send(taken):
+    """PUT the body once: (Kombo's success or the KomboError to record, whether to stop the
+    batch). A bug is an error too, never a loop; the soft time limit ends the batch."""
+    try:
+        return kombo_client().set_packages(
+            base_url=integration_base_url_for(taken.region),
+            integration_id=taken.kombo_integration_id,
+            body=taken.body.encode("utf-8"),
+        ), False
+    except kombo.KomboError as error:
+        pacing.observe(http_status=error.http_status, retry_after=error.retry_after)
+        return error, False
+    except SoftTimeLimitExceeded:
+        # Kombo may or may not have the list: sending it again is the way to know.
+        return kombo.KomboError(kombo.ErrorKind.TRANSIENT, "The attempt ran past the task's time limit."), True
+    except Exception as exc:
+        logger.error("Publication %s attempt %s raised:\n%s", taken.publication_id, taken.number,
+                     redact_key(traceback.format_exc()))
+        return kombo.KomboError(
+            kombo.ErrorKind.PERMANENT,
+            f"Unexpected error while sending ({type(exc).__name__}); the worker log has the details.",
+        ), False

@@ -1,0 +1,50 @@
+"""The integration lease: which run may talk to Kombo for an integration right now, and until
+when. It keeps one request per integration in flight across every worker. The database's clock
+decides expiry, so workers on skewed machines still agree."""
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Q
+from django.db.models.functions import Now
+
+from ..models import Integration
+
+
+def lease_seconds(task_time_limit=None):
+    """Longer than what is left of the task's hard time limit: a live attempt never loses its
+    lease under the prefork pool, and a stuck one has been killed by Celery before anyone else
+    may take over. (Other pools do not enforce the limit; the guarded writes cover them.)"""
+    return (settings.CELERY_TASK_TIME_LIMIT if task_time_limit is None else task_time_limit) + 10.0
+
+
+def expired_or_free():
+    return Q(publish_lease_until__isnull=True) | Q(publish_lease_until__lt=Now())
+
+
+def leases_acquire(integration_ids, *, token, seconds):
+    """Lease the integrations among `integration_ids` that nobody holds; returns those leased.
+
+    Runs inside the caller's transaction. A row another transaction has locked (another worker's
+    take, the admin saving that integration) counts as held: SKIP LOCKED never waits, so this can
+    never deadlock with another multi-row writer.
+    """
+    if not integration_ids:
+        return set()
+    free = Integration.objects.filter(pk__in=integration_ids).filter(expired_or_free())
+    if connection.features.has_select_for_update_skip_locked:
+        free = free.select_for_update(skip_locked=True)
+    leased = set(free.values_list("pk", flat=True))
+    if leased:
+        Integration.objects.filter(pk__in=leased).update(
+            publish_lease_token=token, publish_lease_until=Now() + timedelta(seconds=seconds))
+    return leased
+
+
+def leases_release(integration_ids, *, token):
+    """Give back this run's leases. By token: a run whose lease expired must not release the
+    lease of the run after it."""
+    if not integration_ids:
+        return 0
+    return Integration.objects.filter(pk__in=list(integration_ids), publish_lease_token=token).update(
+        publish_lease_until=None, publish_lease_token="")

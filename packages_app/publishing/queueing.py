@@ -1,0 +1,99 @@
+"""Handing publications to the broker: messages of one or several publication ids, sent by task
+name (this package never imports the tasks module, so tasks -> publishing is the only direction),
+and the note of when each row was last queued, which the sweep reads."""
+import logging
+import math
+from datetime import timedelta
+
+from celery import current_app
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from ..models import Publication
+
+logger = logging.getLogger(__name__)
+
+EXECUTE_ONE_TASK = "packages_app.tasks.publish_publication"
+EXECUTE_MANY_TASK = "packages_app.tasks.publish_publications"
+SWEEP_TASK = "packages_app.tasks.sweep_publications"
+
+# Messages scheduled further ahead than this are not sent to the broker at all: the sweep
+# enqueues the publication when it is due. It keeps long waits out of worker memory and well
+# inside the broker's visibility timeout.
+MAX_COUNTDOWN_SECONDS = 600
+# Rows whose enqueued_at is written in one UPDATE while a long list is being queued.
+ENQUEUED_AT_CHUNK = 100
+# Messages shrink as what is left to queue shrinks (guided self-scheduling): large ones while there
+# is plenty, then smaller ones, so that the worker processes finish together instead of a few
+# working through the last large messages while the others wait.
+TAPER = 8
+
+
+def publications_enqueue(*, publication_ids, countdown=None):
+    """Hand publications to the broker, in order, over one connection; returns the ids queued.
+
+    They travel up to KOMBO_PUBLISH_BATCH_SIZE to a message, fewer towards the end (see
+    message_sizes; a single one goes as its own task). If the broker is unreachable the rows stay
+    as they are and the periodic sweep sends them later: nothing is lost. After the first failure
+    the rest are left to the sweep too, rather than make staff wait for every one to fail in turn.
+    """
+    eta = timezone.now() + timedelta(seconds=countdown or 0)
+    queued, unmarked, start = [], [], 0
+    try:
+        with current_app.producer_or_acquire() as producer:
+            for size in message_sizes(len(publication_ids)):
+                batch = list(publication_ids[start:start + size])
+                start += size
+                name, args = (EXECUTE_ONE_TASK, batch) if len(batch) == 1 else (EXECUTE_MANY_TASK, [batch])
+                current_app.send_task(
+                    name, args=args, countdown=countdown, producer=producer, retry=True,
+                    retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2},
+                )
+                queued += batch
+                unmarked += batch
+                if len(unmarked) >= ENQUEUED_AT_CHUNK:
+                    _mark_enqueued(unmarked, eta)
+                    unmarked = []
+    except Exception as exc:  # any broker or transport failure
+        logger.warning(
+            "%s publication(s) are saved but could not be queued (%s: %s); the sweep will send them.",
+            len(publication_ids) - len(queued), type(exc).__name__, exc,
+        )
+    if unmarked:
+        _mark_enqueued(unmarked, eta)
+    return queued
+
+
+def publication_enqueue(*, publication_id, countdown=None):
+    """Queue one publication (see publications_enqueue); True if the broker took it."""
+    return bool(publications_enqueue(publication_ids=[publication_id], countdown=countdown))
+
+
+def message_sizes(count, largest=None):
+    """How many publications each message carries, in order, for `count` queued together."""
+    largest = largest or settings.KOMBO_PUBLISH_BATCH_SIZE
+    sizes = []
+    while count > 0:
+        size = max(1, min(largest, math.ceil(count / TAPER)))
+        sizes.append(size)
+        count -= size
+    return sizes
+
+
+def countdown_within_cap(seconds):
+    """A countdown the broker may hold: longer waits are left to the sweep (None: not queued)."""
+    return seconds if seconds <= MAX_COUNTDOWN_SECONDS else None
+
+
+def _mark_enqueued(publication_ids, eta):
+    """Note when the rows were queued, skipping any a worker is writing at this moment (it is
+    executing them already): waiting for its locks while it waits for ours could deadlock. A
+    database without SKIP LOCKED (SQLite) has one writer at a time: a plain UPDATE waits its turn."""
+    rows = Publication.objects.filter(pk__in=publication_ids)
+    if not connection.features.has_select_for_update_skip_locked:
+        rows.update(enqueued_at=eta)
+        return
+    with transaction.atomic():
+        free = rows.select_for_update(skip_locked=True).values_list("pk", flat=True)
+        Publication.objects.filter(pk__in=list(free)).update(enqueued_at=eta)

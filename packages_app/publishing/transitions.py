@@ -1,0 +1,187 @@
+"""Every way a publication leaves `sending` or ends without a request, each written once and used
+by every path on every database (the take, into `sending`, is in taking.py).
+
+Rows resting (queued, retrying, waiting) are guarded by their status alone; rows a run has taken
+by the status and that run's token on the row and on its integration's lease (guards.py). So a
+late answer after a lost lease, a duplicate message or a cancel racing a send can change nothing
+that happened meanwhile.
+"""
+import logging
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import Case, DateTimeField, F, TextField, Value, When
+from django.db.models.functions import Concat
+from django.utils import timezone
+
+from ..models import Publication, PublicationAttempt
+from . import guards, outcomes
+
+logger = logging.getLogger(__name__)
+
+Status = Publication.Status
+SUPERSEDED_REASON = "A newer publication of this integration was requested; it carries the newer catalogue."
+IN_FLIGHT_CANCEL = " (its request was in flight and its answer is kept)"
+
+
+def _rows(ids, *, token):
+    """Resting rows (no token), or rows left sending whose integration this run now leases."""
+    if token is None:
+        return guards.guarded(ids, expect=Publication.RESTING_STATUSES)
+    return guards.leased(ids, expect=[Status.SENDING], token=token)
+
+
+def _stamp(token):
+    return {} if token is None else {"lease_token": token}
+
+
+def superseded(ids, *, token=None):
+    """End older publications that a newer one of the same integration replaces."""
+    done = guards.write(_rows(ids, token=token), ids, action="superseded", status=Status.SUPERSEDED,
+                        finished_at=timezone.now(), next_attempt_at=None, failure_reason=SUPERSEDED_REASON,
+                        **_stamp(token))
+    if done:
+        logger.info("%s publication(s) superseded by newer ones: %s", done, list(ids))
+    return done
+
+
+def failed(ids, *, reason, token=None):
+    """End publications that cannot be sent (no API key, attempts spent) without a request."""
+    done = guards.write(_rows(ids, token=token), ids, action="failed", status=Status.FAILED,
+                        finished_at=timezone.now(), next_attempt_at=None, failure_reason=reason,
+                        **_stamp(token))
+    if done:
+        logger.warning("Publication(s) %s failed: %s", list(ids), reason)
+    return done
+
+
+def cancelled(ids, *, reason=None, cancelled_by=None, token=None):
+    """End publications as cancelled. `reason` None keeps the one staff gave when they asked."""
+    values = dict(status=Status.CANCELLED, finished_at=timezone.now(), next_attempt_at=None, **_stamp(token))
+    if reason is not None:
+        values |= dict(cancel_reason=reason, failure_reason=f"Cancelled: {reason}")
+        if cancelled_by is not None:
+            values["cancelled_by"] = cancelled_by
+    done = guards.write(_rows(ids, token=token), ids, action="cancelled", **values)
+    if done:
+        logger.info("%s publication(s) cancelled: %s", done, list(ids))
+    return done
+
+
+def cancel(ids, *, reason, cancelled_by=None):
+    """Staff's cancel: publications at rest end now; one in flight is marked so that it ends as
+    cancelled when its request returns, keeping Kombo's answer. Returns (ended, marked)."""
+    ids = list(ids)
+    with transaction.atomic():
+        ended = cancelled(ids, reason=reason, cancelled_by=cancelled_by)
+        marked = guards.guarded(ids, expect=[Status.SENDING]).filter(cancel_requested_at__isnull=True).update(
+            **guards.fit(Publication, dict(cancel_requested_at=timezone.now(), cancelled_by=cancelled_by,
+                                           cancel_reason=reason, failure_reason=f"Cancelled: {reason}")))
+    return ended, marked
+
+
+def _ends_cancelled_if_asked(value_if_not, value_if_cancelled):
+    return Case(When(cancel_requested_at__isnull=False, then=Value(value_if_cancelled)),
+                default=Value(value_if_not))
+
+
+def _kept_cancel_reason():
+    return Concat(F("failure_reason"), Value(IN_FLIGHT_CANCEL), output_field=TextField())
+
+
+def _unless_cancelled(when, if_cancelled):
+    """A time column: `when`, or `if_cancelled` for a row staff asked to cancel."""
+    if when == if_cancelled:
+        return when  # (two NULLs in a CASE would be typed text on PostgreSQL)
+    return Case(When(cancel_requested_at__isnull=False, then=Value(if_cancelled, output_field=DateTimeField())),
+                default=Value(when, output_field=DateTimeField()), output_field=DateTimeField())
+
+
+def record_successes(answers, *, token):
+    """Store Kombo's successful answers (Answer tuples: taken, success, finished_at) and close
+    their attempts: four statements however many. Returns {publication id: status now}."""
+    if not answers:
+        return {}
+    rows = []
+    for taken, success, finished_at in answers:
+        row = Publication(pk=taken.publication_id, http_status=success.http_status,
+                          response_body=success.body_text, warnings=success.warnings,
+                          rate_limit_headers=success.limit_headers, finished_at=finished_at,
+                          error_code="", error_title="", error_message="", error_log_url="",
+                          next_attempt_at=None)
+        row.status = _ends_cancelled_if_asked(Status.SUCCEEDED, Status.CANCELLED)
+        row.failure_reason = Case(When(cancel_requested_at__isnull=False,
+                                       then=_kept_cancel_reason()), default=Value(""), output_field=TextField())
+        rows.append(row)
+    ids = [taken.publication_id for taken, _, _ in answers]
+    with transaction.atomic():
+        written = guards.guarded(ids, expect=[Status.SENDING], token=token).bulk_update(rows, [
+            "status", "http_status", "response_body", "warnings", "rate_limit_headers", "finished_at",
+            "error_code", "error_title", "error_message", "error_log_url", "next_attempt_at", "failure_reason"])
+        attempts = [PublicationAttempt(pk=taken.attempt_id, finished_at=finished_at, http_status=success.http_status,
+                                       outcome=outcomes.SUCCEEDED, message=outcomes.success_message(success))
+                    for taken, success, finished_at in answers]
+        PublicationAttempt.objects.filter(
+            finished_at__isnull=True, publication__lease_token=token,
+            publication__status__in=[Status.SUCCEEDED, Status.CANCELLED],
+        ).bulk_update(attempts, ["finished_at", "http_status", "outcome", "message"])
+        now = dict(Publication.objects.filter(pk__in=ids).values_list("pk", "status"))
+    if written < len(ids):
+        guards.explain_unmatched([pk for pk in ids if now.get(pk) not in (Status.SUCCEEDED, Status.CANCELLED)],
+                                 action="recorded as succeeded")
+    for taken, success, _ in answers:
+        for warning in success.warnings:
+            logger.warning("Kombo warning for %s (publication %s): %s",
+                           taken.kombo_integration_id, taken.publication_id, warning)
+        logger.info("Publication %s %s (HTTP %s).", taken.publication_id, now.get(taken.publication_id), success.http_status)
+    return now
+
+
+def record_error(taken, error, *, token):
+    """Store Kombo's error for one attempt and decide what follows (outcomes.after_error).
+    Returns (status now, seconds until the next attempt or None)."""
+    now = timezone.now()
+    step = outcomes.after_error(error, spent=taken.spent, started_at=taken.started_at, now=now)
+    next_at = now + timedelta(seconds=step.wait) if step.wait is not None else None
+    ends = step.status == Status.FAILED
+    with transaction.atomic():
+        written = guards.write(
+            guards.guarded([taken.publication_id], expect=[Status.SENDING], token=token), [taken.publication_id],
+            action=f"recorded as {step.status}",
+            status=_ends_cancelled_if_asked(step.status, Status.CANCELLED),
+            next_attempt_at=_unless_cancelled(next_at, None),
+            finished_at=_unless_cancelled(now if ends else None, now),
+            failure_reason=Case(When(cancel_requested_at__isnull=False,
+                                     then=_kept_cancel_reason()), default=Value(step.reason), output_field=TextField()),
+            **outcomes.error_fields(error),
+        )
+        if written:
+            PublicationAttempt.objects.filter(pk=taken.attempt_id, finished_at__isnull=True).update(**guards.fit(
+                PublicationAttempt, dict(finished_at=now, http_status=error.http_status, error_code=str(error.code or ""),
+                                         outcome=step.outcome, message=error.reason, wait_seconds=step.wait)))
+        status = Publication.objects.values_list("status", flat=True).get(pk=taken.publication_id)
+    log = logger.warning if status in Publication.INCOMPLETE_STATUSES else logger.info
+    log("Publication %s attempt %s: %s -> %s", taken.publication_id, taken.number, error.reason, status)
+    return status, (step.wait if written and status == step.status else None)
+
+
+def hand_back(taken_list, *, token):
+    """Undo the take of publications whose request was never made (the batch ran out of time,
+    Kombo asked everyone to slow down, no pacing slot): each as it was before, its open attempt
+    gone; ended as cancelled if staff asked meanwhile. Returns {id: status now}."""
+    back = {}
+    for taken in taken_list:
+        status, next_attempt_at, started_at = taken.previous
+        with transaction.atomic():
+            written = guards.write(
+                guards.guarded([taken.publication_id], expect=[Status.SENDING], token=token),
+                [taken.publication_id], action="handed back",
+                status=_ends_cancelled_if_asked(status, Status.CANCELLED),
+                next_attempt_at=next_attempt_at, started_at=started_at, attempts=F("attempts") - 1,
+                finished_at=_unless_cancelled(None, timezone.now()),
+            )
+            if written:
+                PublicationAttempt.objects.filter(pk=taken.attempt_id, finished_at__isnull=True).delete()
+                back[taken.publication_id] = Publication.objects.values_list("status", flat=True).get(
+                    pk=taken.publication_id)
+    return back

@@ -262,6 +262,7 @@ def test_publications_are_queued_in_messages_that_shrink_towards_the_end(monkeyp
 
 # --- the worker's database connection ------------------------------------------------------------
 
+@pytest.mark.postgresql
 @pytest.mark.django_db(transaction=True)
 def test_a_task_keeps_a_fresh_database_connection_and_replaces_an_old_one(monkeypatch):
     """Celery's Django fix-up would close the connection around every task (CELERY_DB_REUSE_MAX
@@ -288,6 +289,7 @@ def test_a_task_keeps_a_fresh_database_connection_and_replaces_an_old_one(monkey
     assert connection.connection is not None
 
 
+@pytest.mark.postgresql
 @pytest.mark.django_db(transaction=True)
 def test_take_counts_rows_another_transaction_holds_as_busy_and_never_waits(batch):
     """SKIP LOCKED: a take never waits for a lock, so it cannot deadlock with the enqueuer, a

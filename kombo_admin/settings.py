@@ -184,7 +184,7 @@ KOMBO_RATE_LIMIT_PER_SECOND = env.float("KOMBO_RATE_LIMIT_PER_SECOND", default=5
 # A worker waits in place for its slot up to this long; a longer wait is re-queued instead.
 KOMBO_PACING_MAX_WAIT_SECONDS = env.float("KOMBO_PACING_MAX_WAIT_SECONDS", default=30.0)
 # Publications published together are queued in messages of up to this many (fewer towards the
-# end: services.message_sizes); one worker process sends a message's publications one after
+# end: publishing.message_sizes); one worker process sends a message's publications one after
 # another (still one request in flight per process). Larger messages spend less per publication
 # on the queue; smaller ones spread a short publish over more processes. 1 gives one message per
 # publication.
@@ -239,7 +239,10 @@ else:
         # well below it (CELERY_TASK_TIME_LIMIT) so a slow task is never run twice by accident.
         "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
     }
-# Where the workers share their pacing schedule: the broker's Redis by default.
+# Where the workers share their pacing schedule: the broker's Redis by default. With another broker
+# (RabbitMQ) set it to a Redis URL: with pacing on and this empty, each worker process would pace
+# itself (N processes, N times the rate), so a worker refuses to start unless DJANGO_DEBUG is on
+# (kombo_admin/celery.py). The web process and manage.py never send to Kombo and do not check it.
 KOMBO_PACING_REDIS_URL = env.str(
     "KOMBO_PACING_REDIS_URL",
     default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "",
@@ -267,7 +270,7 @@ CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 10
 # own time budget.
 KOMBO_BATCH_SOFT_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + int(KOMBO_PUBLISH_BATCH_SECONDS)
 KOMBO_BATCH_TIME_LIMIT = KOMBO_BATCH_SOFT_TIME_LIMIT + 10
-# The lease on an integration (services.lease_seconds) outlasts the hard limit by 10 s.
+# The lease on an integration (publishing.leases.lease_seconds) outlasts the hard limit by 10 s.
 CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-publications": {
         "task": "packages_app.tasks.sweep_publications",

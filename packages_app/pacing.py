@@ -4,12 +4,14 @@ spaced, and everyone pauses when Kombo answers 429.
 The schedule is GCRA (a token bucket without a refill loop): one Redis key holds the theoretical
 time of the next free slot; each request takes the slot and moves it on by 1/rate. A 429 moves it
 past Retry-After (or ratelimit-reset), so all workers wait instead of hammering. Redis's own clock
-is used, so workers on different machines agree. Without Redis (the embedded development broker)
-each process paces itself.
+is used, so workers on different machines agree. Without Redis each process paces itself: N
+processes would send N times the rate, so a worker refuses to start that way unless DJANGO_DEBUG
+is on (the embedded development setup, scripts/run.sh): see `unshared_pacing_problem`.
 """
 import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 
@@ -139,3 +141,31 @@ def observe(*, http_status, retry_after):
     if not rate or rate <= 0:
         return
     pacer().hold(min(max(retry_after or 1.0, 0.1), settings.KOMBO_RETRY_AFTER_MAX_SECONDS))
+
+
+def safe_url(url):
+    """`url` with its password masked, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    except ValueError:
+        return "<unparsable URL>"
+
+
+def unshared_pacing_problem(broker_url):
+    """Why a worker on `broker_url` must not start with these settings, in one line; None when it
+    may. Pacing on and no KOMBO_PACING_REDIS_URL means each worker process paces itself, and N
+    processes send N times KOMBO_RATE_LIMIT_PER_SECOND: allowed only with DJANGO_DEBUG on."""
+    rate = settings.KOMBO_RATE_LIMIT_PER_SECOND
+    if not rate or rate <= 0 or settings.KOMBO_PACING_REDIS_URL or settings.DEBUG:
+        return None
+    return (
+        f"KOMBO_PACING_REDIS_URL is not set: with CELERY_BROKER_URL={safe_url(broker_url)} and "
+        f"KOMBO_RATE_LIMIT_PER_SECOND={rate:g} each worker process would pace itself, and N processes "
+        f"would send N x {rate:g} requests/s to Kombo; set KOMBO_PACING_REDIS_URL to a Redis URL "
+        f"shared by all workers (e.g. redis://HOST:6379/1), or KOMBO_RATE_LIMIT_PER_SECOND=0 to turn "
+        f"pacing off."
+    )

@@ -97,3 +97,40 @@ def start_redis(port, log_path):
                       "--appendonly", "no"], log_path)
     server.wait_output("Ready to accept connections", timeout=15)
     return server
+
+
+# --- RabbitMQ (the AMQP broker tests, tests/test_pacing_brokers.py) -----------------------------
+TEST_AMQP_BROKER_URL = os.environ.get("TEST_AMQP_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+def require_amqp(url=TEST_AMQP_BROKER_URL):
+    """Fail (never skip) when RabbitMQ does not answer, saying how to start it."""
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=5) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as exc:
+        from packages_app.pacing import safe_url
+
+        raise AssertionError(
+            f"RabbitMQ does not answer at {safe_url(url)} ({type(exc).__name__}: {str(exc)[:200]}). "
+            "Start it: rabbitmq-server -detached (install: apt-get install rabbitmq-server), "
+            "or set TEST_AMQP_BROKER_URL."
+        ) from None
+
+
+def run_worker_until_exit(env, log_path, *, timeout=60, name="refused"):
+    """Start a worker that is expected to refuse to start; wait for it to exit. Returns
+    (exit status, output). A worker that is still running after `timeout` is stopped and fails."""
+    args = [sys.executable, "-m", "celery", "-A", "kombo_admin", "worker", "--loglevel", "INFO",
+            "--concurrency", "1", "--pool", "prefork", "--without-gossip", "--without-mingle",
+            "-n", f"{name}@%h"]
+    worker = Process(args, log_path, env)
+    try:
+        worker.popen.wait(timeout)
+    except subprocess.TimeoutExpired:
+        worker.stop()
+        raise AssertionError(f"the worker did not exit within {timeout} s:\n{worker.output()[-3000:]}")
+    worker.log.close()
+    return worker.popen.returncode, worker.output()

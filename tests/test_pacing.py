@@ -4,7 +4,7 @@ import pytest
 import redis as redis_lib
 
 from kombo_admin.celery import app
-from packages_app import pacing, services
+from packages_app import pacing, publishing
 from packages_app.models import Publication
 
 from .processes import django_env, start_worker, wait_for
@@ -78,7 +78,7 @@ def test_workers_stay_inside_kombos_rate_limit(sandbox, tmp_path, settings, make
     env = django_env(url, sandbox.url, tmp_path, TEST_KOMBO_RATE_LIMIT_PER_SECOND=10)
     worker = start_worker(env, tmp_path / "worker.log", concurrency=4)
     try:
-        services.publications_create(integrations=integrations)
+        publishing.publications_create(integrations=integrations)
         wait_for(lambda: Publication.objects.filter(status__in=Publication.FINAL_STATUSES).count() == 40,
                  60, "40 publications to end")
     finally:

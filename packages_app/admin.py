@@ -3,6 +3,7 @@
 No business logic here: every change goes through `publishing`, every preview through `selectors`.
 """
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
 from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
@@ -40,7 +41,11 @@ STATUS_BADGE_COLOURS = {
     Publication.Status.SUCCEEDED: "#1b7f3b",
     Publication.Status.FAILED: "#b00020",
     Publication.Status.SUPERSEDED: "#666",
+    # Grey like superseded: staff chose to stop it, nothing went wrong.
+    Publication.Status.CANCELLED: "#666",
 }
+# What the cancel form sends when staff leave the reason empty (shown as "Cancelled: ...").
+NO_CANCEL_REASON = "No reason given."
 
 
 def badge(text, colour, css_class=""):
@@ -64,13 +69,38 @@ def publication_status_text(publication):
         when = timezone.localtime(publication.next_attempt_at).strftime("%Y-%m-%d %H:%M %Z")
         return f"Waiting for the customer's first sync; next try at {when}"
     if status == Publication.Status.SENDING:
+        if publication.cancel_requested_at:
+            return f"Sending (attempt {publication.attempts}), cancel requested"
         return f"Sending (attempt {publication.attempts})"
     return publication.get_status_display()
+
+
+def publication_title(publication):
+    """"Publication #260 of Acme Corp": the customer, not the integration's database id."""
+    return f"Publication #{publication.pk} of {publication.integration.name}"
 
 
 def publication_badge(publication):
     return badge(publication_status_text(publication), STATUS_BADGE_COLOURS[publication.status],
                  f"status-{publication.status}")
+
+
+def plural(count, singular, plural_form=None):
+    """"1 publication", "2 publications"."""
+    return f"{count} {singular if count == 1 else (plural_form or singular + 's')}"
+
+
+def cancel_summary(ended, ending):
+    """What a cancel did, in staff's words: "2 publications cancelled. 1 publication is in flight:
+    it ends as cancelled when its request returns." Empty when it did nothing."""
+    parts = []
+    if ended:
+        parts.append(f"{plural(ended, 'publication')} cancelled.")
+    if ending == 1:
+        parts.append("1 publication is in flight: it ends as cancelled when its request returns.")
+    elif ending:
+        parts.append(f"{ending} publications are in flight: they end as cancelled when their requests return.")
+    return " ".join(parts)
 
 
 # --- history ---------------------------------------------------------------------------------
@@ -215,7 +245,7 @@ class IntegrationAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
     list_filter = (SyncStatusFilter, "region", "is_active")
     search_fields = ("name", "kombo_integration_id")
     filter_horizontal = ("packages",)
-    actions = ("publish_selected",)
+    actions = ("publish_selected", "pause_selected")
     fieldsets = (
         (None, {"fields": ("name", "kombo_integration_id", "region", "is_active")}),
         ("Packages offered", {"fields": ("packages",)}),
@@ -233,6 +263,13 @@ class IntegrationAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "is_active" and field is not None:
+            field.help_text = (f"{field.help_text} Pausing also cancels the publications it has on "
+                               "their way to Kombo.")
+        return field
+
     @admin.display(description="packages")
     def package_total(self, obj):
         return len(obj.packages.all())  # prefetched by with_sync_state()
@@ -240,6 +277,10 @@ class IntegrationAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
     @admin.display(description="sync status")
     def sync_status_badge(self, obj):
         status = SyncStatus(obj.sync_status)
+        if status == SyncStatus.FAILED and obj.latest_publication_status == Publication.Status.CANCELLED:
+            # Still not at Kombo, but stopped on purpose (a cancel, a pause): grey, not an alarm.
+            return badge(status.label, STATUS_BADGE_COLOURS[Publication.Status.CANCELLED],
+                         f"sync-{status.value} sync-cancelled")
         return badge(status.label, SYNC_BADGE_COLOURS[status], f"sync-{status.value}")
 
     @admin.display(description="last published", ordering="last_published_at")
@@ -258,6 +299,43 @@ class IntegrationAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
         return HttpResponseRedirect(
             reverse("admin:packages_app_integration_publish") + "?" + urlencode({"ids": ids})
         )
+
+    # Pausing -------------------------------------------------------------------------------
+    @admin.action(description="Pause publishing", permissions=["change"])
+    def pause_selected(self, request, queryset):
+        """Pause the integrations and cancel what they have on its way (publishing does both)."""
+        ids = list(queryset.values_list("pk", flat=True))
+        were_active = list(Integration.objects.filter(pk__in=ids, is_active=True))
+        paused, ended, ending = publishing.integrations_pause(integration_ids=ids, paused_by=request.user)
+        if not (paused or ended or ending):
+            self.message_user(request, "Nothing to pause: the selected integration"
+                              f"{' was' if len(ids) == 1 else 's were'} already paused.", messages.WARNING)
+            return
+        for integration in were_active:
+            self.log_change(request, integration, "Paused with the “Pause publishing” action.")
+        parts = [f"{plural(paused, 'integration')} paused."] if paused else []
+        parts.append(cancel_summary(ended, ending) or "Nothing was on its way to Kombo.")
+        if len(ids) > paused:
+            already = len(ids) - paused
+            parts.append(f"{plural(already, 'other selected integration')} "
+                         f"{'was' if already == 1 else 'were'} already paused.")
+        self.message_user(request, " ".join(parts), messages.SUCCESS)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "is_active" in form.changed_data and form.initial.get("is_active") and not obj.is_active:
+            # Paused by this save: what it had on its way must not reach Kombo.
+            obj.cancelled_by_pause = publishing.integration_publications_cancel(
+                integration_ids=[obj.pk], cancelled_by=request.user)
+
+    def response_change(self, request, obj):
+        response = super().response_change(request, obj)  # "... was changed successfully." first
+        if hasattr(obj, "cancelled_by_pause"):
+            summary = cancel_summary(*obj.cancelled_by_pause)
+            self.message_user(request, f"Publishing to Kombo is paused for {obj.name}: "
+                              f"{summary or 'nothing was on its way.'}",
+                              messages.SUCCESS if summary else messages.INFO)
+        return response
 
     def get_urls(self):
         return [
@@ -440,6 +518,7 @@ class PublicationAdmin(admin.ModelAdmin):
     readonly_fields = ("integration", "requested_by", "requested_at", "package_count",
                        "body_sha256", "pretty_body")
     change_form_template = "admin/packages_app/publication/change_form.html"
+    actions = ("cancel_selected",)
 
     def has_add_permission(self, request):
         return False
@@ -469,28 +548,127 @@ class PublicationAdmin(admin.ModelAdmin):
         return [
             path("<int:pk>/live/", self.admin_site.admin_view(self.live_view),
                  name="packages_app_publication_live"),
+            path("<int:pk>/cancel/", self.admin_site.admin_view(self.cancel_view),
+                 name="packages_app_publication_cancel"),
         ] + super().get_urls()
 
+    # Cancelling ----------------------------------------------------------------------------
+    # Publishing's rule, not a role of its own: who may send a list may stop one.
+    def has_publish_permission(self, request):
+        return request.user.has_perm(PUBLISH_PERMISSION)
+
+    @staticmethod
+    def _cancellable(publication):
+        """Active, and not already asked to stop (a cancel of one in flight is asked only once)."""
+        return (publication.status in Publication.ACTIVE_STATUSES
+                and not (publication.status == Publication.Status.SENDING and publication.cancel_requested_at))
+
+    @admin.action(description="Cancel publishing…", permissions=["publish"])
+    def cancel_selected(self, request, queryset):
+        """As delete_selected: a confirmation page first, then the cancel on post=yes."""
+        publications = list(queryset.select_related("integration", "requested_by", "cancelled_by"))
+        if request.POST.get("post") == "yes":
+            self._cancel(request, publications)
+            return None  # back to the list, its filters kept
+        return self._cancel_confirmation(request, publications, from_list=True)
+
+    def cancel_view(self, request, pk):
+        """The change page's button: GET the confirmation, POST (post=yes) the cancel."""
+        publication = get_object_or_404(
+            Publication.objects.select_related("integration", "requested_by", "cancelled_by"), pk=pk)
+        if not (self.has_view_permission(request, publication) and self.has_publish_permission(request)):
+            raise PermissionDenied
+        change_url = reverse("admin:packages_app_publication_change", args=[pk])
+        if request.method == "POST" and request.POST.get("post") == "yes":
+            self._cancel(request, [publication])
+            return HttpResponseRedirect(change_url)
+        return self._cancel_confirmation(request, [publication], from_list=False) or HttpResponseRedirect(change_url)
+
+    def _nothing_to_cancel(self, request, publications):
+        count = len(publications)
+        asked = [p for p in publications if p.status == Publication.Status.SENDING and p.cancel_requested_at]
+        if asked:
+            ends = ("it ends when its request returns" if len(asked) == 1
+                    else "they end when their requests return")
+            text = (f"Nothing more to cancel: cancelling was already requested for "
+                    f"{plural(len(asked), 'publication')} in flight; {ends}.")
+        else:
+            text = ("Nothing to cancel: the selected publication had already ended." if count == 1 else
+                    "Nothing to cancel: the selected publications had already ended.")
+        self.message_user(request, text, messages.WARNING)
+
+    def _cancel_confirmation(self, request, publications, *, from_list):
+        """The page that says what a cancel would do; None (and a warning) when it would do nothing."""
+        chosen = [p for p in publications if self._cancellable(p)]
+        if not chosen:
+            self._nothing_to_cancel(request, publications)
+            return None
+        rows = [{"publication": p, "badge": publication_badge(p)} for p in publications]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Cancel publishing",
+            "opts": self.model._meta,
+            "resting": [r for r in rows if r["publication"].status in Publication.RESTING_STATUSES],
+            "in_flight": [r for r in rows if self._cancellable(r["publication"])
+                          and r["publication"].status == Publication.Status.SENDING],
+            "left": [r for r in rows if not self._cancellable(r["publication"])],
+            "chosen": chosen,
+            "from_list": from_list,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "publication_title": publication_title(publications[0]),
+            "back_url": (request.get_full_path() if from_list
+                         else reverse("admin:packages_app_publication_change", args=[publications[0].pk])),
+            "reason_max_length": Publication._meta.get_field("cancel_reason").max_length,
+            "no_reason": NO_CANCEL_REASON,
+        }
+        return TemplateResponse(request, "admin/packages_app/publication/cancel_confirmation.html", context)
+
+    def _cancel(self, request, publications):
+        ids = [p.pk for p in publications]
+        # Asked before this request: told apart from those that had ended, in the message.
+        asked_before = Publication.objects.filter(pk__in=ids, status=Publication.Status.SENDING,
+                                                  cancel_requested_at__isnull=False).count()
+        max_length = Publication._meta.get_field("cancel_reason").max_length
+        reason = " ".join(request.POST.get("reason", "").split())[:max_length] or NO_CANCEL_REASON
+        ended, ending = publishing.publications_cancel(publication_ids=ids, cancelled_by=request.user,
+                                                       reason=reason)
+        if not (ended or ending):
+            self._nothing_to_cancel(request, list(Publication.objects.filter(pk__in=ids)))
+            return
+        parts = [cancel_summary(ended, ending)]
+        had_ended = len(ids) - ended - ending - asked_before
+        if had_ended > 0:
+            parts.append(f"{plural(had_ended, 'other selected publication')} had already ended.")
+        if asked_before:
+            parts.append(f"{plural(asked_before, 'other publication')} in flight "
+                         f"{'was' if asked_before == 1 else 'were'} already being cancelled.")
+        self.message_user(request, " ".join(parts), messages.SUCCESS)
+
     def _live_html(self, request, publication):
+        can_publish = request.user.has_perm(PUBLISH_PERMISSION)
         return render_to_string("admin/packages_app/publication/_live.html", {
             "publication": publication,
             "attempts": list(publication.attempt_log.all()),
             "badge": publication_badge(publication),
-            "can_publish": request.user.has_perm(PUBLISH_PERMISSION),
+            "can_publish": can_publish,
+            "can_cancel": can_publish and self._cancellable(publication),
         }, request)
 
     def live_view(self, request, pk):
         """The status box of one publication, for the page's poll."""
-        publication = get_object_or_404(Publication, pk=pk)
+        publication = get_object_or_404(Publication.objects.select_related("cancelled_by"), pk=pk)
         if not self.has_view_permission(request, publication):
             raise PermissionDenied
         return JsonResponse({"final": publication.is_final, "status": publication.status,
                              "html": self._live_html(request, publication)})
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        publication = Publication.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
+        publication = (Publication.objects.select_related("integration", "cancelled_by").filter(pk=object_id).first()
+                       if str(object_id).isdigit() else None)
         extra_context = {
             **(extra_context or {}),
+            # The heading and the breadcrumbs name the customer: "#260 of 368" reads like a count.
+            **({"subtitle": publication_title(publication)} if publication else {}),
             "can_publish": request.user.has_perm(PUBLISH_PERMISSION),
             "live_html": self._live_html(request, publication) if publication else "",
             # From the same read as the box: the admin reads `original` separately, and a

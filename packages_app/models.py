@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxLengthValidator, RegexValidator
 from django.db import models
-from django.db.models import OuterRef, Prefetch, Subquery
+from django.db.models import OuterRef, Prefetch, Q, Subquery
 
 from . import payloads
 
@@ -111,7 +111,7 @@ class IntegrationQuerySet(models.QuerySet):
     def with_sync_state(self):
         """Everything sync status needs, in a constant number of queries whatever the row count."""
         latest = Publication.objects.filter(integration=OuterRef("pk")).order_by("-pk")
-        succeeded = latest.filter(status=Publication.Status.SUCCEEDED)
+        succeeded = latest.accepted()
         return self.annotate(
             latest_publication_status=Subquery(latest.values("status")[:1]),
             last_succeeded_sha256=Subquery(succeeded.values("body_sha256")[:1]),
@@ -225,6 +225,15 @@ class Integration(models.Model):
         return SyncStatus(self.sync_status).label
 
 
+class PublicationQuerySet(models.QuerySet):
+    def accepted(self):
+        """Publications whose list Kombo took: succeeded, or cancelled while in flight after Kombo
+        had answered 2xx (its list is at Kombo all the same). What Kombo holds is the newest."""
+        return self.filter(
+            Q(status=Publication.Status.SUCCEEDED)
+            | Q(status=Publication.Status.CANCELLED, http_status__gte=200, http_status__lt=300))
+
+
 class Publication(models.Model):
     """One request to publish one integration, and its whole story. Never edited by hand."""
 
@@ -292,6 +301,8 @@ class Publication(models.Model):
         related_name="+", editable=False,
     )
     cancel_reason = models.CharField(max_length=500, blank=True, editable=False)
+
+    objects = PublicationQuerySet.as_manager()
 
     class Meta:
         ordering = ["-pk"]

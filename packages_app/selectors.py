@@ -43,9 +43,7 @@ class IntegrationPreview:
 
 def integrations_preview(integrations_qs):
     """One preview per integration, in a constant number of queries."""
-    last_succeeded = Publication.objects.filter(
-        integration=OuterRef("pk"), status=Publication.Status.SUCCEEDED
-    ).order_by("-pk")
+    last_succeeded = Publication.objects.filter(integration=OuterRef("pk")).accepted().order_by("-pk")
     integrations = list(
         integrations_qs.with_sync_state()
         .annotate(last_succeeded_pk=Subquery(last_succeeded.values("pk")[:1]))
@@ -136,7 +134,7 @@ def integration_drift(*, integration):
         base_url=integration_base_url(integration),
         integration_id=integration.kombo_integration_id,
     )
-    last = integration.publications.filter(status=Publication.Status.SUCCEEDED).order_by("-pk").first()
+    last = integration.publications.accepted().order_by("-pk").first()
     published = {p["id"]: p for p in (last.body_dict()["packages"] if last else [])}
     catalogue = {p["id"]: p for p in integration.current_body()["packages"]}
     at_kombo = {str(p.get("id")): p for p in kombo_packages}

@@ -37,6 +37,41 @@ def sandbox(settings):
 
 
 @pytest.fixture
+def workers(tmp_path):
+    """Start real Celery workers (tests/processes.py); all are stopped after the test.
+    `workers.solo(env, name)` starts one with the solo pool, which enforces no time limit."""
+    import signal
+    import sys
+
+    from django.db import connection
+
+    from .processes import Process, start_worker
+
+    started = []
+
+    def start(env, **kwargs):
+        worker = start_worker(env, tmp_path / f"worker{len(started)}.log", **kwargs)
+        started.append(worker)
+        return worker
+
+    def solo(env, name):
+        worker = Process([sys.executable, "-m", "celery", "-A", "kombo_admin", "worker", "--loglevel", "INFO",
+                          "--pool", "solo", "--without-gossip", "--without-mingle", "-n", f"{name}@%h"],
+                         tmp_path / f"{name}.log", env)
+        worker.wait_output("ready.", timeout=60)
+        started.append(worker)
+        return worker
+
+    start.solo = solo
+    yield start
+    for worker in started:
+        worker.kill(signal.SIGCONT)  # a test may have frozen one
+        worker.stop()
+    # Workers hold database connections; make sure none survive into the next test's flush.
+    connection.close()
+
+
+@pytest.fixture
 def make_package(db):
     counter = iter(range(1, 100000))
 

@@ -98,7 +98,7 @@ def test_an_integration_paused_behind_the_engines_back_sends_nothing_more(three,
     Publication.objects.filter(pk__in=three[1:]).update(next_attempt_at=timezone.now())  # due now
     results = publishing.publications_execute(publication_ids=three)
     assert [r.status for r in results] == ["cancelled"] * 3 and sandbox.requests() == []
-    assert set(Publication.objects.values_list("cancel_reason", flat=True)) == {"The integration is paused."}
+    assert set(Publication.objects.values_list("cancel_reason", flat=True)) == {"The integration was paused."}
 
 
 def test_a_cancelled_publication_reads_as_a_publish_that_did_not_complete(three, staff):
@@ -130,3 +130,17 @@ def test_a_busy_lease_reserves_no_pacing_slot(three, settings, sandbox):
         assert client.get(pacing.SLOT_KEY) is None and sandbox.requests() == []
     finally:
         client.delete(pacing.SLOT_KEY)
+
+
+def test_a_list_kombo_accepted_while_cancelled_counts_as_what_kombo_holds(three, staff):
+    """Cancelled in flight after Kombo answered 2xx: its list is at Kombo, so previews compare with
+    it (a later removal is shown and confirmed), though the publish reads as not completed."""
+    taken = _in_flight(three[0])
+    publishing.publications_cancel(publication_ids=[three[0]], cancelled_by=staff, reason="Stop")
+    success = KomboSuccess(http_status=200, warnings=[], body_text="{}", limit_headers={}, elapsed=0.1)
+    transitions.record_successes([(taken, success, timezone.now())], token="r" * 32)
+    p = Publication.objects.get(pk=three[0])
+    integration = Integration.objects.with_sync_state().get(pk=p.integration_id)
+    assert integration.last_succeeded_sha256 == p.body_sha256
+    (preview,) = selectors.integrations_preview(Integration.objects.filter(pk=p.integration_id))
+    assert preview.previously_published and not preview.diff.has_changes

@@ -12,14 +12,13 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis as redis_lib
-from django.db import connection
 
 from kombo_admin.celery import app
 from packages_app import pacing, publishing
 from packages_app.models import Publication
 
 from .processes import (ROOT, TEST_AMQP_BROKER_URL, django_env, require_amqp, run_worker_until_exit,
-                        start_worker, wait_for)
+                        wait_for)
 
 AMQP = TEST_AMQP_BROKER_URL
 RATE = 4              # requests per second, for all the workers together
@@ -59,19 +58,6 @@ def amqp(settings):
     switch(original)
 
 
-@pytest.fixture
-def workers(tmp_path):
-    started = []
-
-    def start(env, **kwargs):
-        worker = start_worker(env, tmp_path / f"worker{len(started)}.log", **kwargs)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
-    connection.close()  # workers held connections; none may survive into the next test's flush
 
 
 def spacing_violations(times, rate, tolerance):

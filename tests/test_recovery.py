@@ -2,18 +2,16 @@
 lease's expiry plus one sweep, and a run that lost its lease while its request hung cannot write
 the late answer (DESIGN.md section 4, invariants 3 and 8)."""
 import signal
-import sys
 import time
 
 import pytest
-from django.db import connection
 
 from kombo_admin.celery import app
 from packages_app import publishing
 from packages_app.models import Publication
 from packages_app.sandbox import Fault
 
-from .processes import Process, django_env, start_worker, wait_for
+from .processes import django_env, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -27,30 +25,6 @@ SHORT = dict(KOMBO_CONNECT_TIMEOUT=1, KOMBO_READ_TIMEOUT=3, KOMBO_PACING_MAX_WAI
 LEASE_SECONDS = (1 + 3 + 1 + 1) + 10 + 10
 
 
-@pytest.fixture
-def workers(tmp_path):
-    started = []
-
-    def start(env, **kwargs):
-        worker = start_worker(env, tmp_path / f"worker{len(started)}.log", **kwargs)
-        started.append(worker)
-        return worker
-
-    def solo(env, name):
-        """A worker with the solo pool: it does not enforce the task's hard time limit."""
-        worker = Process([sys.executable, "-m", "celery", "-A", "kombo_admin", "worker", "--loglevel", "INFO",
-                          "--pool", "solo", "--without-gossip", "--without-mingle", "-n", f"{name}@%h"],
-                         tmp_path / f"{name}.log", env)
-        worker.wait_output("ready.", timeout=60)
-        started.append(worker)
-        return worker
-
-    start.solo = solo
-    yield start
-    for worker in started:
-        worker.kill(signal.SIGCONT)
-        worker.stop()
-    connection.close()
 
 
 def purge():

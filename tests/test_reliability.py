@@ -11,7 +11,7 @@ from packages_app import publishing
 from packages_app.models import AssessmentPackage, Integration, Publication
 from packages_app.sandbox import Fault
 
-from .processes import django_env, free_port, start_redis, start_worker, wait_for
+from .processes import django_env, free_port, start_redis, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -40,20 +40,6 @@ def use_broker(settings):
     switch(original)
 
 
-@pytest.fixture
-def workers(tmp_path):
-    started = []
-
-    def start(env, **kwargs):
-        worker = start_worker(env, tmp_path / f"worker{len(started)}.log", **kwargs)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
-    # Workers hold database connections; make sure none survive into the next test's flush.
-    connection.close()
 
 
 def final(pk):

@@ -4,8 +4,7 @@ from django.db import transaction
 
 from ..models import Integration, Publication
 from . import transitions
-
-PAUSED_REASON = "The integration was paused."
+from .transitions import PAUSED_REASON
 
 
 def publications_cancel(*, publication_ids, cancelled_by=None, reason="Cancelled by staff."):
@@ -24,6 +23,7 @@ def integration_publications_cancel(*, integration_ids, cancelled_by=None, reaso
 
 def integrations_pause(*, integration_ids, paused_by=None):
     """Pause integrations and cancel what they have on its way. Returns (paused, ended, ending)."""
+    integration_ids = list(integration_ids)
     with transaction.atomic():
         paused = Integration.objects.filter(pk__in=list(integration_ids), is_active=True).update(is_active=False)
         ended, ending = integration_publications_cancel(integration_ids=integration_ids, cancelled_by=paused_by)

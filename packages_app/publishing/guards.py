@@ -28,14 +28,14 @@ def leased(ids, *, expect, token):
                                       integration__publish_lease_token=token)
 
 
-def write(rows, ids, *, action, **values):
+def write(rows, ids, *, action, explain=True, **values):
     """UPDATE `rows` (a guarded queryset over `ids`) with `values`; returns how many matched and
     logs the ids that did not, with their status now."""
     ids = list(ids)
     if not ids:
         return 0
     matched = rows.update(**fit(Publication, values))
-    if matched < len(ids):
+    if matched < len(ids) and explain:
         explain_unmatched(ids, action=action)
     return matched
 

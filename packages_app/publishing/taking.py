@@ -176,7 +176,7 @@ def _end(verdict, chosen, rows, decided, *, token, resting):
 
 def _pause_or_request(rows, group):
     # A cancel staff asked for keeps its own reason (None); a paused integration gives one.
-    return None if all(rows[pk]["cancel_requested_at"] for pk in group) else "The integration is paused."
+    return None if all(rows[pk]["cancel_requested_at"] for pk in group) else transitions.PAUSED_REASON
 
 
 def _close_lost_attempts(ids, now):

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 Status = Publication.Status
 SUPERSEDED_REASON = "A newer publication of this integration was requested; it carries the newer catalogue."
 IN_FLIGHT_CANCEL = " (its request was in flight and its answer is kept)"
+PAUSED_REASON = "The integration was paused."
 
 
 def _rows(ids, *, token):
@@ -55,14 +56,14 @@ def failed(ids, *, reason, token=None):
     return done
 
 
-def cancelled(ids, *, reason=None, cancelled_by=None, token=None):
+def cancelled(ids, *, reason=None, cancelled_by=None, token=None, explain=True):
     """End publications as cancelled. `reason` None keeps the one staff gave when they asked."""
     values = dict(status=Status.CANCELLED, finished_at=timezone.now(), next_attempt_at=None, **_stamp(token))
     if reason is not None:
         values |= dict(cancel_reason=reason, failure_reason=f"Cancelled: {reason}")
         if cancelled_by is not None:
             values["cancelled_by"] = cancelled_by
-    done = guards.write(_rows(ids, token=token), ids, action="cancelled", **values)
+    done = guards.write(_rows(ids, token=token), ids, action="cancelled", explain=explain, **values)
     if done:
         logger.info("%s publication(s) cancelled: %s", done, list(ids))
     return done
@@ -73,7 +74,8 @@ def cancel(ids, *, reason, cancelled_by=None):
     cancelled when its request returns, keeping Kombo's answer. Returns (ended, marked)."""
     ids = list(ids)
     with transaction.atomic():
-        ended = cancelled(ids, reason=reason, cancelled_by=cancelled_by)
+        # Staff may select publications in any state: those not at rest are no news here.
+        ended = cancelled(ids, reason=reason, cancelled_by=cancelled_by, explain=False)
         marked = guards.guarded(ids, expect=[Status.SENDING]).filter(cancel_requested_at__isnull=True).update(
             **guards.fit(Publication, dict(cancel_requested_at=timezone.now(), cancelled_by=cancelled_by,
                                            cancel_reason=reason, failure_reason=f"Cancelled: {reason}")))

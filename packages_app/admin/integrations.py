@@ -1,0 +1,304 @@
+"""Integrations: sync status, the publish action and its confirmation page, pausing, drift."""
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.template.loader import render_to_string
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.http import urlencode
+
+from .. import kombo, publishing, selectors
+from ..models import (
+    Integration,
+    Publication,
+    SyncStatus,
+)
+from .display import (
+    PUBLISH_PERMISSION,
+    STATUS_BADGE_COLOURS,
+    SYNC_BADGE_COLOURS,
+    badge,
+    cancel_summary,
+    plural,
+    publication_badge,
+)
+from .mixins import ChangeHistoryWithValuesMixin
+
+
+class SyncStatusFilter(admin.SimpleListFilter):
+    title = "sync status"
+    parameter_name = "sync"
+
+    def lookups(self, request, model_admin):
+        return SyncStatus.choices
+
+    def queryset(self, request, queryset):
+        if self.value() not in SyncStatus.values:
+            return queryset
+        annotated = Integration.objects.with_sync_state().filter(pk__in=queryset.values("pk"))
+        matching = [i.pk for i in annotated if i.sync_status == self.value()]
+        return queryset.filter(pk__in=matching)
+
+
+@admin.register(Integration)
+class IntegrationAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
+    list_display = ("name", "kombo_integration_id", "region", "is_active", "package_total",
+                    "sync_status_badge", "last_published")
+    list_filter = (SyncStatusFilter, "region", "is_active")
+    search_fields = ("name", "kombo_integration_id")
+    filter_horizontal = ("packages",)
+    actions = ("publish_selected", "pause_selected")
+    fieldsets = (
+        (None, {"fields": ("name", "kombo_integration_id", "region", "is_active")}),
+        ("Packages offered", {"fields": ("packages",)}),
+    )
+    change_form_template = "admin/packages_app/integration/change_form.html"
+    change_list_template = "admin/packages_app/integration/change_list.html"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).with_sync_state()
+
+    def has_delete_permission(self, request, obj=None):
+        # Publications are the ledger and outlive nothing they describe: an integration that
+        # has been published is paused, never deleted.
+        if obj is not None and obj.publications.exists():
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "is_active" and field is not None:
+            field.help_text = (f"{field.help_text} Pausing also cancels the publications it has on "
+                               "their way to Kombo.")
+        return field
+
+    @admin.display(description="packages")
+    def package_total(self, obj):
+        return len(obj.packages.all())  # prefetched by with_sync_state()
+
+    @admin.display(description="sync status")
+    def sync_status_badge(self, obj):
+        status = SyncStatus(obj.sync_status)
+        if status == SyncStatus.FAILED and obj.latest_publication_status == Publication.Status.CANCELLED:
+            # Still not at Kombo, but stopped on purpose (a cancel, a pause): grey, not an alarm.
+            return badge(status.label, STATUS_BADGE_COLOURS[Publication.Status.CANCELLED],
+                         f"sync-{status.value} sync-cancelled")
+        return badge(status.label, SYNC_BADGE_COLOURS[status], f"sync-{status.value}")
+
+    @admin.display(description="last published", ordering="last_published_at")
+    def last_published(self, obj):
+        if not obj.last_published_at:
+            return "—"
+        return timezone.localtime(obj.last_published_at).strftime("%d %b %Y %H:%M")
+
+    # Publishing ---------------------------------------------------------------------------
+    def has_publish_permission(self, request):
+        return request.user.has_perm(PUBLISH_PERMISSION)
+
+    @admin.action(description="Publish selected integrations to Kombo…", permissions=["publish"])
+    def publish_selected(self, request, queryset):
+        ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
+        return HttpResponseRedirect(
+            reverse("admin:packages_app_integration_publish") + "?" + urlencode({"ids": ids})
+        )
+
+    # Pausing -------------------------------------------------------------------------------
+    @admin.action(description="Pause publishing", permissions=["change"])
+    def pause_selected(self, request, queryset):
+        """Pause the integrations and cancel what they have on its way (publishing does both)."""
+        ids = list(queryset.values_list("pk", flat=True))
+        were_active = list(Integration.objects.filter(pk__in=ids, is_active=True))
+        paused, ended, ending = publishing.integrations_pause(integration_ids=ids, paused_by=request.user)
+        if not (paused or ended or ending):
+            self.message_user(request, "Nothing to pause: the selected integration"
+                              f"{' was' if len(ids) == 1 else 's were'} already paused.", messages.WARNING)
+            return
+        for integration in were_active:
+            self.log_change(request, integration, "Paused with the “Pause publishing” action.")
+        parts = [f"{plural(paused, 'integration')} paused."] if paused else []
+        parts.append(cancel_summary(ended, ending) or "Nothing was on its way to Kombo.")
+        if len(ids) > paused:
+            already = len(ids) - paused
+            parts.append(f"{plural(already, 'other selected integration')} "
+                         f"{'was' if already == 1 else 'were'} already paused.")
+        self.message_user(request, " ".join(parts), messages.SUCCESS)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "is_active" in form.changed_data and form.initial.get("is_active") and not obj.is_active:
+            # Paused by this save: what it had on its way must not reach Kombo.
+            obj.cancelled_by_pause = publishing.integration_publications_cancel(
+                integration_ids=[obj.pk], cancelled_by=request.user)
+
+    def response_change(self, request, obj):
+        response = super().response_change(request, obj)  # "... was changed successfully." first
+        if hasattr(obj, "cancelled_by_pause"):
+            summary = cancel_summary(*obj.cancelled_by_pause)
+            self.message_user(request, f"Publishing to Kombo is paused for {obj.name}: "
+                              f"{summary or 'nothing was on its way.'}",
+                              messages.SUCCESS if summary else messages.INFO)
+        return response
+
+    def get_urls(self):
+        return [
+            path("publish/", self.admin_site.admin_view(self.publish_view),
+                 name="packages_app_integration_publish"),
+            path("<int:pk>/compare/", self.admin_site.admin_view(self.compare_view),
+                 name="packages_app_integration_compare"),
+            path("<int:pk>/publications-live/", self.admin_site.admin_view(self.publications_live_view),
+                 name="packages_app_integration_publications_live"),
+        ] + super().get_urls()
+
+    def compare_view(self, request, pk):
+        """Drift check: what Kombo has now, what we last published, what the catalogue says."""
+        integration = get_object_or_404(Integration.objects.prefetch_related("packages"), pk=pk)
+        # It calls Kombo with the API key: for those who edit or publish, not mere viewers.
+        if not (self.has_change_permission(request, integration) or self.has_publish_permission(request)):
+            raise PermissionDenied
+        report, error = None, None
+        try:
+            report = selectors.integration_drift(integration=integration)
+        except kombo.KomboError as exc:
+            error = exc
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Compare {integration.name} with Kombo",
+            "opts": self.model._meta,
+            "original": integration,
+            "report": report,
+            "error": error,
+        }
+        return TemplateResponse(request, "admin/packages_app/integration/compare.html", context)
+
+    def _publications_context(self, integration_pk):
+        publications = list(
+            Publication.objects.filter(integration_id=integration_pk).select_related("requested_by")[:20]
+        )
+        return {
+            "recent_publications": [{"publication": p, "badge": publication_badge(p)} for p in publications],
+            "publications_final": all(p.is_final for p in publications),
+        }
+
+    def publications_live_view(self, request, pk):
+        """The publications table of one integration, for the page's poll."""
+        integration = get_object_or_404(Integration, pk=pk)
+        if not (self.has_view_or_change_permission(request, integration)
+                and request.user.has_perm("packages_app.view_publication")):
+            raise PermissionDenied
+        context = self._publications_context(pk)
+        html = render_to_string("admin/packages_app/integration/_publications.html", context, request)
+        return JsonResponse({"final": context["publications_final"], "html": html})
+
+    def publish_view(self, request):
+        """GET: what publishing would change. POST (post=yes): create the publications."""
+        if not self.has_publish_permission(request):
+            raise PermissionDenied
+        source = request.POST if request.method == "POST" else request.GET
+        if source.get("out_of_sync"):
+            queryset = selectors.out_of_sync_integrations()
+        else:
+            ids = [int(i) for i in (p.strip() for p in source.get("ids", "").split(","))
+                   if i.isascii() and i.isdigit()]
+            queryset = Integration.objects.filter(pk__in=ids)
+        previews = selectors.integrations_preview(queryset)
+        changelist_url = reverse("admin:packages_app_integration_changelist")
+        if not previews:
+            self.message_user(request, "No integrations to publish.", messages.WARNING)
+            return HttpResponseRedirect(changelist_url)
+
+        errors = []
+        if request.method == "POST" and request.POST.get("post") == "yes":
+            response = self._publish_confirmed(request, previews, errors)
+            if response is not None:
+                return response
+            previews = selectors.integrations_preview(queryset)  # fresh diff after a refusal
+
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Publish to Kombo",
+            "opts": self.model._meta,
+            "previews": previews,
+            "errors": errors,
+            "ids": ",".join(str(p.integration.pk) for p in previews),
+            "out_of_sync": bool(source.get("out_of_sync")),
+            "publish_anyway": request.POST.get("publish_anyway") == "on",
+            "removal_total": sum(len(p.diff.removed) for p in self._risky(previews)),
+            "needs_removal_confirmation": bool(self._risky(previews)),
+            "any_in_sync": any(p.in_sync and not p.paused for p in previews),
+            "api_key_status": publishing.api_key_status(),
+        }
+        return TemplateResponse(request, "admin/packages_app/integration/publish_confirmation.html", context)
+
+    @staticmethod
+    def _risky(previews):
+        """Previews whose publish removes many packages or sends an empty list."""
+        return [p for p in previews
+                if p.needs_removal_confirmation and not p.paused and not p.in_sync]
+
+    def _publish_confirmed(self, request, previews, errors):
+        publish_anyway = request.POST.get("publish_anyway") == "on"
+        chosen = [p for p in previews if not p.paused and (publish_anyway or not p.in_sync)]
+        if not chosen:
+            self.message_user(request, "Nothing to publish: every selected integration is in sync "
+                              "or paused. Tick “publish anyway” to send them again.", messages.WARNING)
+            return HttpResponseRedirect(reverse("admin:packages_app_integration_changelist"))
+        risky = self._risky(chosen)
+        removal_total = sum(len(p.diff.removed) for p in risky)
+        if risky and request.POST.get("confirm_removals") != str(removal_total):
+            errors.append(
+                f"Tick the box to confirm that Kombo will mark {removal_total} package(s) deleted "
+                f"(or send an empty list) for {len(risky)} integration(s)."
+            )
+            return None
+        expected = {}
+        for p in chosen:
+            value = request.POST.get(f"sha256-{p.integration.pk}")
+            expected[p.integration.pk] = value
+        try:
+            publications = publishing.publications_create(
+                integrations=[p.integration for p in chosen], requested_by=request.user,
+                expected_sha256=expected,
+            )
+        except publishing.CatalogueChanged as exc:
+            errors.append(f"{exc} Nothing was published. Read the new changes below and confirm again.")
+            return None
+        except publishing.IntegrationPaused as exc:
+            errors.append(f"{exc} Nothing was published.")
+            return None
+
+        count = len(publications)
+        skipped = len(previews) - count
+        text = f"Queued {count} publication{'s' if count != 1 else ''} to Kombo."
+        if skipped:
+            text += f" Skipped {skipped} integration{'s' if skipped != 1 else ''} (in sync or paused)."
+        self.message_user(request, text, messages.SUCCESS)
+        not_queued = [p for p in publications if p.enqueued is False]
+        if not_queued:
+            self.message_user(
+                request,
+                f"The task queue is unreachable right now: {len(not_queued)} publication(s) are saved "
+                "and will be sent automatically as soon as it is back. No need to publish again.",
+                messages.WARNING,
+            )
+        if count == 1:
+            return HttpResponseRedirect(
+                reverse("admin:packages_app_publication_change", args=[publications[0].pk])
+            )
+        return HttpResponseRedirect(reverse("admin:packages_app_integration_changelist"))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "can_publish": self.has_publish_permission(request),
+            "api_key_status": publishing.api_key_status(),
+            "can_compare": self.has_change_permission(request) or self.has_publish_permission(request),
+            **(self._publications_context(object_id)
+               if str(object_id).isdigit() and request.user.has_perm("packages_app.view_publication")
+               else {}),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+# --- the ledger -----------------------------------------------------------------------------

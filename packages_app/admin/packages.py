@@ -1,0 +1,111 @@
+"""The catalogue: assessment packages, their import and export."""
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count
+from django.http import HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html_join
+
+from .. import catalogue_io
+from ..forms import CatalogueImportForm
+from ..models import (
+    AssessmentPackage,
+)
+from .mixins import ChangeHistoryWithValuesMixin
+
+
+@admin.register(AssessmentPackage)
+class AssessmentPackageAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
+    list_display = ("package_id", "name", "type", "offered_by", "updated_at")
+    list_display_links = ("package_id", "name")
+    list_filter = ("type",)
+    search_fields = ("package_id", "name", "description")
+    readonly_fields = ("integrations_offering", "created_at", "updated_at")
+    fields = ("package_id", "type", "name", "description", "integrations_offering",
+              "created_at", "updated_at")
+
+    change_list_template = "admin/packages_app/assessmentpackage/change_list.html"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(integration_count=Count("integrations"))
+
+    def get_urls(self):
+        return [
+            path("import/", self.admin_site.admin_view(self.import_view),
+                 name="packages_app_assessmentpackage_import"),
+            path("export/", self.admin_site.admin_view(self.export_view),
+                 name="packages_app_assessmentpackage_export"),
+        ] + super().get_urls()
+
+    def has_import_permission(self, request):
+        return self.has_add_permission(request) and self.has_change_permission(request)
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "can_import": self.has_import_permission(request)}
+        return super().changelist_view(request, extra_context)
+
+    def export_view(self, request):
+        """The whole catalogue as JSON (Kombo's request shape) or CSV, as a download."""
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        fmt = request.GET.get("format", "json")
+        if fmt not in ("json", "csv"):
+            fmt = "json"
+        content = catalogue_io.export_json() if fmt == "json" else catalogue_io.export_csv()
+        content_type = "application/json" if fmt == "json" else "text/csv"
+        response = HttpResponse(content, content_type=f"{content_type}; charset=utf-8")
+        stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+        response["Content-Disposition"] = f'attachment; filename="packages-{stamp}.{fmt}"'
+        return response
+
+    def import_view(self, request):
+        """Upload a JSON or CSV catalogue: every row is checked first; one bad row, nothing written."""
+        if not self.has_import_permission(request):
+            raise PermissionDenied
+        form = CatalogueImportForm(request.POST or None, request.FILES or None)
+        result = None
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            fmt = form.cleaned_data["format"] or None
+            try:
+                result = catalogue_io.catalogue_import(
+                    data=upload.read(), filename=upload.name, fmt=fmt, user=request.user,
+                    via=f"import of {upload.name}",
+                )
+            except catalogue_io.ImportFormatError as exc:
+                form.add_error("file", str(exc))
+            else:
+                if result.ok:
+                    self.message_user(request, f"Imported {upload.name}: {result.summary()}", messages.SUCCESS)
+                    return HttpResponseRedirect(reverse("admin:packages_app_assessmentpackage_changelist"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Import packages",
+            "opts": self.model._meta,
+            "form": form,
+            "result": result,
+        }
+        return TemplateResponse(request, "admin/packages_app/assessmentpackage/import.html", context)
+
+    @admin.display(description="offered by", ordering="integration_count")
+    def offered_by(self, obj):
+        count = obj.integration_count
+        return f"{count} integration{'s' if count != 1 else ''}"
+
+    @admin.display(description="offered by")
+    def integrations_offering(self, obj):
+        if not obj.pk:
+            return "—"
+        integrations = obj.integrations.order_by("name")
+        if not integrations:
+            return "No integration offers this package yet."
+        return format_html_join(
+            ", ", '<a href="{}">{}</a>',
+            ((reverse("admin:packages_app_integration_change", args=[i.pk]), str(i))
+             for i in integrations),
+        )
+
+
+# --- integrations ---------------------------------------------------------------------------

@@ -78,10 +78,17 @@ def add_integration(page, name, kombo_id, package_labels):
     page.goto("/admin/packages_app/integration/add/")
     page.fill("#id_name", name)
     page.fill("#id_kombo_integration_id", kombo_id)
-    page.select_option("#id_packages_from", label=package_labels)
-    page.click("#id_packages_add")
+    for label in ([package_labels] if isinstance(package_labels, str) else package_labels):
+        choose_package(page, label)
     page.click("input[name=_continue]")
     page.wait_for_selector(".messagelist .success")
+
+
+def choose_package(page, label):
+    """Pick a package in the integration form's search box (Django's autocomplete, select2)."""
+    page.click(".field-packages .select2-selection")
+    page.fill(".select2-search__field", label.split(" (")[0])
+    page.click(f".select2-results__option:has-text('{label}')")
 
 
 def publish_from_integration_page(page, name):
@@ -126,8 +133,7 @@ def test_staff_flow_publish_read_diff_watch_status_remove_and_fail(page):
 
     # Remove one of the two packages: half the list, so the removal must be confirmed by name.
     page.click("text=Acme Corp")
-    page.select_option("#id_packages_to", label="Video interview (1002)")
-    page.click("#id_packages_remove")
+    page.click(".select2-selection__choice[title='Video interview (1002)'] .select2-selection__choice__remove")
     page.click("input[name=_continue]")
     page.wait_for_selector(".messagelist .success")
     page.goto("/admin/packages_app/integration/")

@@ -48,7 +48,12 @@ class IntegrationAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
                     "sync_status_badge", "last_published")
     list_filter = (SyncStatusFilter, "region", "is_active")
     search_fields = ("name", "kombo_integration_id")
-    filter_horizontal = ("packages",)
+    # A search box over the catalogue, not a list of every package: the page stays fast with
+    # ten thousand of them.
+    autocomplete_fields = ("packages",)
+    # Django would count the whole table on every page to show "N total"; at scale that count
+    # is the slowest query of the page.
+    show_full_result_count = False
     actions = ("publish_selected", "pause_selected")
     fieldsets = (
         (None, {"fields": ("name", "kombo_integration_id", "region", "is_active")}),

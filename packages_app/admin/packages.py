@@ -22,6 +22,7 @@ class AssessmentPackageAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
     list_display_links = ("package_id", "name")
     list_filter = ("type",)
     search_fields = ("package_id", "name", "description")
+    show_full_result_count = False
     readonly_fields = ("integrations_offering", "created_at", "updated_at")
     fields = ("package_id", "type", "name", "description", "integrations_offering",
               "created_at", "updated_at")

@@ -25,6 +25,8 @@ class PublicationAdmin(admin.ModelAdmin):
     search_fields = ("integration__name", "integration__kombo_integration_id", "error_code",
                      "error_message")
     list_select_related = ("integration", "requested_by")
+    # Years of history: no count of every publication on every page.
+    show_full_result_count = False
     date_hierarchy = "requested_at"
     # What changes while a publication runs is in the live box above the form (it polls);
     # the fields below never change once the publication exists.

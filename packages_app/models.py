@@ -225,13 +225,14 @@ class Integration(models.Model):
         return SyncStatus(self.sync_status).label
 
 
+# Publications whose list Kombo took: succeeded, or cancelled while in flight after Kombo had
+# answered 2xx (its list is at Kombo all the same). What Kombo holds is the newest of them.
+ACCEPTED = Q(status="succeeded") | Q(status="cancelled", http_status__gte=200, http_status__lt=300)
+
+
 class PublicationQuerySet(models.QuerySet):
     def accepted(self):
-        """Publications whose list Kombo took: succeeded, or cancelled while in flight after Kombo
-        had answered 2xx (its list is at Kombo all the same). What Kombo holds is the newest."""
-        return self.filter(
-            Q(status=Publication.Status.SUCCEEDED)
-            | Q(status=Publication.Status.CANCELLED, http_status__gte=200, http_status__lt=300))
+        return self.filter(ACCEPTED)
 
 
 class Publication(models.Model):
@@ -306,7 +307,13 @@ class Publication(models.Model):
 
     class Meta:
         ordering = ["-pk"]
-        indexes = [models.Index(fields=["integration", "-id"])]
+        indexes = [
+            # The latest publication of an integration (its sync status, the publications list).
+            models.Index(fields=["integration", "-id"]),
+            # The latest accepted one (the baseline of every diff), however many failed since.
+            models.Index(fields=["integration", "-id"], name="publication_accepted_idx",
+                         condition=ACCEPTED),
+        ]
 
     def __str__(self):
         return f"Publication #{self.pk} of {self.integration_id}"

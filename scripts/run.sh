@@ -36,26 +36,9 @@ source scripts/venv.sh
 ensure_venv requirements.txt
 
 # --- Configuration for the child processes ------------------------------------------------------
-mkdir -p var/log
-umask_before=$(umask)
-umask 077
-# A secret generated once and kept in var/<name> (0600), so restarts keep sessions and logins.
-secret_file() {
-    local file=$1 prefix=$2
-    if [[ ! -s $file ]]; then
-        python -c "import secrets; print('$prefix' + secrets.token_urlsafe(${3:-32}))" > "$file"
-    fi
-    chmod 600 "$file"
-    cat "$file"
-}
-: "${DJANGO_DEBUG:=true}"
-: "${DJANGO_SECRET_KEY:=$(secret_file var/secret_key '' 50)}"
-: "${KOMBO_API_URL:=http://127.0.0.1:${SANDBOX_PORT}/v1}"
-: "${KOMBO_API_KEY:=$(secret_file var/sandbox_key sandbox-key- 24)}"
+# shellcheck source=scripts/local_env.sh
+source scripts/local_env.sh
 ADMIN_PASSWORD=$(secret_file var/admin_password '' 18)
-umask "$umask_before"
-export DJANGO_DEBUG DJANGO_SECRET_KEY KOMBO_API_URL KOMBO_API_KEY
-export DJANGO_SETTINGS_MODULE=kombo_admin.settings PYTHONUNBUFFERED=1
 ADMIN_PATH=${DJANGO_ADMIN_URL:-admin/}
 ADMIN_PATH=${ADMIN_PATH#/}; ADMIN_PATH=${ADMIN_PATH%/}/
 

@@ -65,3 +65,23 @@ def test_gunicorn_serves_static_files_health_and_redirects_to_https(tmp_path):
                             allow_redirects=False).status_code == 400
     finally:
         server.stop()
+
+
+def test_a_missing_setting_stops_a_command_with_one_line_naming_it(tmp_path):
+    env = production_env(tmp_path)
+    del env["DJANGO_SECRET_KEY"]
+    run = subprocess.run([sys.executable, "manage.py", "publish_packages", "--help"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    assert line.startswith("manage.py: DJANGO_SECRET_KEY is not set.") and "scripts/manage.sh" in line
+
+
+def test_scripts_manage_sh_runs_a_command_with_the_settings_of_run_sh(tmp_path):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DJANGO_", "KOMBO_", "DATABASE_", "CELERY_", "TEST_", "APP_"))}
+    env["APP_VAR_DIR"] = str(tmp_path / "var")
+    run = subprocess.run(["bash", "scripts/manage.sh", "publish_packages", "--help"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "usage: manage.py publish_packages" in run.stdout and "Traceback" not in run.stderr

@@ -4,11 +4,9 @@ Every name read here is listed, with its default, in `.env.example` and in the R
 Defaults give a working machine with nothing installed: SQLite and Celery's filesystem broker under
 `var/`. Production sets DATABASE_URL, CELERY_BROKER_URL, KOMBO_API_KEY and the DJANGO_* names.
 """
-import ipaddress
 import re
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -201,15 +199,9 @@ KOMBO_REMOVAL_CONFIRMATION_THRESHOLD = env.int("KOMBO_REMOVAL_CONFIRMATION_THRES
 
 def _check_kombo_url(url, setting):
     """Refuse to send the key over plain http, except to a loopback sandbox."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if parts.scheme == "https" and host:
-        return
-    if parts.scheme == "http" and loopback:
+    from packages_app.kombo import is_safe_url  # pure: no Django, safe to import here
+
+    if is_safe_url(url):
         return
     raise ImproperlyConfigured(
         f"{setting}={url!r} is not allowed: the Kombo base URL must use https "

@@ -13,11 +13,13 @@ status (`classify`).
 """
 import email.utils
 import enum
+import ipaddress
 import json
 import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from urllib.parse import urlsplit
 
 import requests
 
@@ -77,6 +79,18 @@ BACKOFF_BASE_OVERRIDES = {
     "PLATFORM.CONCURRENCY_LIMIT_EXCEEDED": 1.0,   # "back off from about 1 s"
 }
 LONGER_BACKOFF_CODES = {"REMOTE.RATE_LIMIT_EXCEEDED", "REMOTE.SERVICE_UNAVAILABLE"}
+
+
+def is_safe_url(url):
+    """https to any host, or plain http to a loopback host (the sandbox): the one rule for the
+    base URL the key is sent to and for every link to Kombo shown to staff."""
+    parts = urlsplit(str(url or ""))
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    return (parts.scheme == "https" and bool(host)) or (parts.scheme == "http" and loopback)
 
 
 def classify(code, http_status):

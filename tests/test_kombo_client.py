@@ -4,6 +4,7 @@ from email.utils import format_datetime
 
 import pytest
 
+from packages_app import kombo
 from packages_app.kombo import ErrorKind, KomboClient, KomboError, classify, parse_retry_after
 from packages_app.sandbox import Fault
 
@@ -307,3 +308,43 @@ def test_non_string_title_message_and_log_url_become_text_or_none(client, sandbo
 def test_success_with_warnings_that_are_not_a_list(client, sandbox):
     sandbox.enqueue_fault(Fault(status=200, body={"status": "success", "data": {}, "warnings": "careful"}))
     assert put(client, sandbox).warnings == ["careful"]
+
+
+@pytest.mark.parametrize("url,safe", [
+    ("https://app.kombo.dev/logs?interactionId=1", True),
+    ("http://127.0.0.1:8765/v1", True),
+    ("http://localhost/v1", True),
+    ("http://[::1]:8765/v1", True),
+    ("http://app.kombo.dev/logs", False),          # plain http to a real host
+    ("javascript:alert(document.cookie)", False),
+    ("JaVaScRiPt:alert(1)", False),
+    ("data:text/html,<script>1</script>", False),
+    ("//evil.example/x", False),
+    ("https://", False),
+    ("", False),
+    (None, False),
+])
+def test_one_rule_for_urls_that_may_be_used_or_shown(url, safe):
+    assert kombo.is_safe_url(url) is safe
+
+
+def test_every_link_from_kombos_answers_goes_through_the_filter():
+    """Templates render Kombo's log links only through `kombo_link`: an upstream javascript: URL
+    (an error answer of the compare page, a stored publication) is never clickable."""
+    from django.template.loader import render_to_string
+    from django.test import RequestFactory
+
+    from packages_app.templatetags.kombo_links import kombo_link
+
+    assert kombo_link("javascript:alert(1)") == "" and kombo_link("https://x.kombo.dev/l") == "https://x.kombo.dev/l"
+    html = render_to_string("admin/packages_app/publication/_live.html", {
+        "publication": type("P", (), {"status": "failed", "is_final": True, "error_log_url": "javascript:alert(1)",
+                                      "attempts": 1})(),
+        "badge": "Failed"}, request=RequestFactory().get("/"))
+    assert "javascript:" not in html
+    import pathlib
+    root = pathlib.Path(__file__).resolve().parent.parent / "templates"
+    for template in root.rglob("*.html"):
+        for line in template.read_text().splitlines():
+            if "href=" in line and "log_url" in line:
+                assert "|kombo_link" in line, f"{template.name}: a Kombo link without the filter: {line.strip()}"

@@ -51,9 +51,9 @@ def after_error(error, *, spent, started_at, now):
 
 
 def error_fields(error):
-    """Kombo's error as stored on the publication; a log link only if it is http(s) and whole."""
+    """Kombo's error as stored on the publication; a log link only if it is safe and whole."""
     log_url = str(error.log_url or "")
-    if not log_url.startswith(("https://", "http://")) or len(log_url) > 1000:
+    if not kombo.is_safe_url(log_url) or len(log_url) > 1000:
         log_url = ""
     return dict(
         http_status=error.http_status,

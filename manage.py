@@ -6,6 +6,12 @@ import sys
 
 def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "kombo_admin.settings")
+    # The settings are read below, before Django parses the command line: honour --settings.
+    for index, arg in enumerate(sys.argv):
+        if arg.startswith("--settings="):
+            os.environ["DJANGO_SETTINGS_MODULE"] = arg.split("=", 1)[1]
+        elif arg == "--settings" and index + 1 < len(sys.argv):
+            os.environ["DJANGO_SETTINGS_MODULE"] = sys.argv[index + 1]
     from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line

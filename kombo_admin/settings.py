@@ -195,6 +195,12 @@ if KOMBO_PUBLISH_BATCH_SIZE < 1:
 KOMBO_PUBLISH_BATCH_SECONDS = env.float("KOMBO_PUBLISH_BATCH_SECONDS", default=30.0)
 # Removing more packages than this in one publish needs an explicit tick (half or more always does).
 KOMBO_REMOVAL_CONFIRMATION_THRESHOLD = env.int("KOMBO_REMOVAL_CONFIRMATION_THRESHOLD", default=10)
+# Retention: beat deletes publications requested more than this many days ago, daily (0: never;
+# `manage.py prune_publications` does it by hand). Each integration's latest, latest accepted and
+# active publications are always kept.
+KOMBO_RETENTION_DAYS = env.int("KOMBO_RETENTION_DAYS", default=0)
+if KOMBO_RETENTION_DAYS < 0:
+    raise ImproperlyConfigured("KOMBO_RETENTION_DAYS must be 0 (off) or a number of days.")
 
 
 def _check_kombo_url(url, setting):
@@ -211,6 +217,17 @@ def _check_kombo_url(url, setting):
 
 if KOMBO_API_URL:
     _check_kombo_url(KOMBO_API_URL, "KOMBO_API_URL")
+
+# Kombo's webhooks (POST /webhooks/kombo/): the secret Kombo's dashboard shows once, which signs
+# every delivery. Empty: the endpoint answers 503. Like the API key, never stored, logged or shown.
+KOMBO_WEBHOOK_SECRET = env.str("KOMBO_WEBHOOK_SECRET", default="")
+# Region of the integrations the integration-created webhook creates: the region of the Kombo
+# account whose dashboard sends the webhooks (EU and US accounts call separate URLs).
+KOMBO_WEBHOOK_REGION = env.str("KOMBO_WEBHOOK_REGION", default="EU").upper()
+if KOMBO_WEBHOOK_REGION not in KOMBO_REGION_URLS:
+    raise ImproperlyConfigured(
+        f"KOMBO_WEBHOOK_REGION must be one of {', '.join(KOMBO_REGION_URLS)}, not {KOMBO_WEBHOOK_REGION!r}."
+    )
 
 # --- Celery ------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
@@ -268,7 +285,26 @@ CELERY_BEAT_SCHEDULE = {
         "task": "packages_app.tasks.sweep_publications",
         "schedule": KOMBO_SWEEP_INTERVAL_SECONDS,
     },
+    # Webhook events stored while the broker was down, or whose worker died, are queued again.
+    "sweep-webhook-events": {
+        "task": "packages_app.tasks.sweep_webhook_events",
+        "schedule": KOMBO_SWEEP_INTERVAL_SECONDS,
+    },
 }
+
+
+def retention_beat_schedule(retention_days):
+    """The prune (packages_app.tasks.prune_publications) daily at 03:30 UTC, only when retention
+    is on (> 0)."""
+    if retention_days <= 0:
+        return {}
+    from celery.schedules import crontab
+
+    return {"prune-old-publications": {"task": "packages_app.tasks.prune_publications",
+                                       "schedule": crontab(hour=3, minute=30)}}
+
+
+CELERY_BEAT_SCHEDULE.update(retention_beat_schedule(KOMBO_RETENTION_DAYS))
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Logging -----------------------------------------------------------------------------------

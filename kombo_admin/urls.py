@@ -4,6 +4,8 @@ from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
+from packages_app.webhooks import kombo_webhook
+
 from .health import health
 
 admin.site.site_header = "Kombo package publisher"
@@ -14,6 +16,7 @@ admin.site.enable_nav_sidebar = False
 
 urlpatterns = [
     path("health/", health, name="health"),
+    path("webhooks/kombo/", kombo_webhook, name="kombo_webhook"),
     path(settings.ADMIN_URL, admin.site.urls),
     path("", RedirectView.as_view(url="/" + settings.ADMIN_URL, permanent=False)),
 ]

@@ -1,5 +1,6 @@
-"""Catalogue import and export, as JSON in Kombo's request shape (`{"packages": [...]}`) or CSV
-with the same four columns. An import checks every row before it writes any: all or nothing."""
+"""Catalogue import and export, as JSON in Kombo's request shape (`{"packages": [...]}`, plus the
+plans under `"plans"`) or CSV with the same four columns (packages only). An import checks every
+row before it writes any: all or nothing."""
 import csv
 import io
 import json
@@ -7,11 +8,13 @@ from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Prefetch
 
 from . import history, payloads
-from .models import AssessmentPackage
+from .models import AssessmentPackage, Plan
 
 COLUMNS = ("id", "type", "name", "description")
+PLAN_FIELDS = ("name", "description", "is_default", "packages")
 MAX_IMPORT_BYTES = 10 * 1024 * 1024
 
 
@@ -34,6 +37,10 @@ class ImportResult:
     added: list = field(default_factory=list)
     updated: list = field(default_factory=list)
     unchanged: int = 0
+    # Plans, when the file has any (JSON only): names.
+    plans_added: list = field(default_factory=list)
+    plans_updated: list = field(default_factory=list)
+    plans_unchanged: int = 0
 
     @property
     def ok(self):
@@ -42,16 +49,31 @@ class ImportResult:
     def summary(self):
         if self.errors:
             return f"{len(self.errors)} bad row(s): nothing was imported."
-        return (f"{len(self.added)} added, {len(self.updated)} updated, "
-                f"{self.unchanged} unchanged.")
+        text = f"{len(self.added)} added, {len(self.updated)} updated, {self.unchanged} unchanged."
+        if self.plans_added or self.plans_updated or self.plans_unchanged:
+            text += (f" Plans: {len(self.plans_added)} added, {len(self.plans_updated)} updated, "
+                     f"{self.plans_unchanged} unchanged.")
+        return text
 
 
 # --- export ----------------------------------------------------------------------------------
 
-def export_json(packages=None):
+def export_json(packages=None, plans=None):
+    """`{"packages": [...], "plans": [...]}`: the packages in Kombo's request shape, then each plan
+    with the ids of its packages (all of them unless told otherwise)."""
     packages = AssessmentPackage.objects.all() if packages is None else packages
-    body = payloads.build_body(packages)
-    return json.dumps(body, ensure_ascii=False, indent=2) + "\n"
+    document = payloads.build_body(packages)
+    document["plans"] = export_plans(plans)
+    return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+
+
+def export_plans(plans=None):
+    """Plans as the JSON export writes them, by name, each with its package ids sorted."""
+    plans = Plan.objects.all() if plans is None else plans
+    plans = plans.prefetch_related(Prefetch("packages", queryset=AssessmentPackage.objects.only("package_id")))
+    return [{"name": plan.name, "description": plan.description, "is_default": plan.is_default,
+             "packages": sorted(p.package_id for p in plan.packages.all())}
+            for plan in sorted(plans, key=lambda p: p.name)]
 
 
 def export_csv(packages=None):
@@ -87,6 +109,11 @@ def decode(data: bytes):
 
 def parse_json(text):
     """[(where, row dict)] from Kombo's request shape."""
+    return parse_json_document(text)[0]
+
+
+def parse_json_document(text):
+    """([(where, package row)], [(where, plan row)] or None when the file has no "plans")."""
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -97,7 +124,12 @@ def parse_json(text):
         raise ImportFormatError(f"Not valid JSON for a catalogue: {exc}.") from None
     if not isinstance(document, dict) or not isinstance(document.get("packages"), list):
         raise ImportFormatError('The JSON must be an object with a "packages" list, as Kombo receives it.')
-    return [(f"packages[{i}]", row) for i, row in enumerate(document["packages"])]
+    rows = [(f"packages[{i}]", row) for i, row in enumerate(document["packages"])]
+    if "plans" not in document:
+        return rows, None
+    if not isinstance(document["plans"], list):
+        raise ImportFormatError('"plans" must be a list of plans, as the export writes it.')
+    return rows, [(f"plans[{i}]", row) for i, row in enumerate(document["plans"])]
 
 
 def parse_csv(text):
@@ -186,15 +218,109 @@ def _validate(rows):
     return errors, instances
 
 
+def _validate_plans(plan_rows, package_rows):
+    """(errors, [(where, name, description, is_default, package ids)]) for the file's plans. A plan
+    names packages of the file or of the catalogue; at most one plan is the default."""
+    errors, plans, seen, default_at = [], [], {}, None
+    in_file = {r["id"] for _, r in package_rows if isinstance(r, dict) and isinstance(r.get("id"), str)}
+    named = {pid for _, r in plan_rows if isinstance(r, dict) and isinstance(r.get("packages"), list)
+             for pid in r["packages"] if _storable(pid)}
+    known = in_file | set(AssessmentPackage.objects.filter(package_id__in=named - in_file)
+                          .values_list("package_id", flat=True))
+    for where, row in plan_rows:
+        if not isinstance(row, dict):
+            errors.append(RowError(where, "must be an object with name, description, is_default and packages"))
+            continue
+        problems = []
+        if not isinstance(row.get("name"), str):
+            problems.append("name is required and must be a string")
+        if not isinstance(row.get("description", ""), str):
+            problems.append("description must be a string")
+        if not isinstance(row.get("is_default", False), bool):
+            problems.append("is_default must be true or false")
+        ids = row.get("packages")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            problems.append("packages is required and must be a list of package ids")
+        unknown = sorted(set(row) - set(PLAN_FIELDS), key=str)
+        if unknown:
+            problems.append(f"unknown field(s): {', '.join(map(str, unknown))}")
+        if problems:
+            errors.append(RowError(where, "; ".join(problems)))
+            continue
+        name, description, is_default = row["name"], row.get("description", ""), row.get("is_default", False)
+        try:
+            Plan(name=name, description=description).full_clean(
+                exclude=["packages"], validate_unique=False, validate_constraints=False)
+        except ValidationError as exc:
+            errors.append(RowError(where, "; ".join(f"{n}: {' '.join(m)}" for n, m in exc.message_dict.items())))
+            continue
+        missing = [i for i in dict.fromkeys(ids) if i not in known]
+        if missing:
+            errors.append(RowError(where, f"unknown package id(s): {', '.join(missing)} (neither in this file "
+                                          "nor in the catalogue)"))
+            continue
+        if name in seen:
+            errors.append(RowError(where, f'name "{name}" is a duplicate of {seen[name]}'))
+            continue
+        seen[name] = where
+        if is_default:
+            if default_at is not None:
+                errors.append(RowError(where, f"only one plan can be the default ({default_at} is)"))
+                continue
+            default_at = where
+        plans.append((where, name, description, is_default, list(dict.fromkeys(ids))))
+    return errors, plans
+
+
+def _import_plans(plans, result, *, user, via):
+    """Add or update the validated plans (matched by name): each gets exactly the packages the file
+    lists. A plan the file makes the default takes over from the current default."""
+    existing = {p.name: p for p in Plan.objects.filter(name__in=[p[1] for p in plans]).prefetch_related("packages")}
+    pks = dict(AssessmentPackage.objects.filter(package_id__in={i for p in plans for i in p[4]})
+               .values_list("package_id", "pk"))
+    if any(p[3] for p in plans):
+        new_default = next(p[1] for p in plans if p[3])
+        for plan in Plan.objects.filter(is_default=True).exclude(name=new_default):
+            plan.is_default = False
+            plan.save(update_fields=["is_default", "updated_at"])
+            history.record_change(user=user, obj=plan, changes={"is_default": (True, False)}, via=via)
+    for _, name, description, is_default, ids in plans:
+        current = existing.get(name)
+        if current is None:
+            plan = Plan.objects.create(name=name, description=description, is_default=is_default)
+            plan.packages.set([pks[i] for i in ids])
+            result.plans_added.append(name)
+            history.record_addition(user=user, obj=plan, via=via)
+            continue
+        before = {p.package_id for p in current.packages.all()}
+        current.refresh_from_db(fields=["is_default"])  # may have been un-defaulted just above
+        changes = {f: (getattr(current, f), new) for f, new in
+                   (("description", description), ("is_default", is_default)) if getattr(current, f) != new}
+        added, removed = sorted(set(ids) - before), sorted(before - set(ids))
+        if added or removed:
+            changes["packages"] = ("removed " + ", ".join(removed) if removed else "",
+                                   "added " + ", ".join(added) if added else "")
+        if not changes:
+            result.plans_unchanged += 1
+            continue
+        current.description, current.is_default = description, is_default
+        current.save()
+        current.packages.set([pks[i] for i in ids])
+        result.plans_updated.append(name)
+        history.record_change(user=user, obj=current, changes=changes, via=via)
+
+
 def catalogue_import(*, data: bytes, filename="", fmt=None, user=None, via="import"):
-    """Validate every row, then add new packages and update existing ones (matched by id),
-    all in one transaction; with any bad row nothing is written."""
+    """Validate every row, then add new packages and update existing ones (matched by id), and
+    the same for plans (JSON, matched by name), all in one transaction; with any bad row nothing
+    is written."""
     text = decode(data)
     fmt = fmt or detect_format(filename, text)
-    rows = parse_json(text) if fmt == "json" else parse_csv(text)
+    rows, plan_rows = parse_json_document(text) if fmt == "json" else (parse_csv(text), None)
     errors, instances = _validate(rows)
-    result = ImportResult(errors=errors)
-    if errors:
+    plan_errors, plans = _validate_plans(plan_rows or [], rows)
+    result = ImportResult(errors=errors + plan_errors)
+    if result.errors:
         return result
     with transaction.atomic():
         for candidate, current in instances:
@@ -213,4 +339,5 @@ def catalogue_import(*, data: bytes, filename="", fmt=None, user=None, via="impo
             current.save()
             result.updated.append(current.package_id)
             history.record_change(user=user, obj=current, changes=changes, via=via)
+        _import_plans(plans, result, user=user, via=via)
     return result

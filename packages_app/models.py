@@ -94,6 +94,41 @@ class AssessmentPackage(models.Model):
         return f"{self.name} ({self.package_id})"
 
 
+class Plan(models.Model):
+    """A named set of packages ("Standard", "Enterprise"): an integration offers the union of its
+    plans' packages and of the packages chosen for it alone."""
+
+    name = models.CharField(max_length=200, unique=True, validators=[validate_single_line_text])
+    description = models.TextField(
+        blank=True, max_length=4000, validators=[MaxLengthValidator(4000)],
+        help_text="For staff: who this plan is for. Not sent to Kombo.",
+    )
+    packages = models.ManyToManyField(
+        AssessmentPackage, blank=True, related_name="plans",
+        help_text="Every integration on this plan offers these packages (and those chosen for it alone).",
+    )
+    is_default = models.BooleanField(
+        "default for new integrations", default=False,
+        help_text="Integrations created by Kombo's integration-created webhook get this plan. "
+                  "At most one plan is the default.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_default"], condition=Q(is_default=True), name="one_default_plan",
+                violation_error_message="Another plan is already the default for new integrations: "
+                                        "untick it there first.",
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
 class Region(models.TextChoices):
     EU = "EU", "EU"
     US = "US", "US"
@@ -116,30 +151,54 @@ class IntegrationQuerySet(models.QuerySet):
             latest_publication_status=Subquery(latest.values("status")[:1]),
             last_succeeded_sha256=Subquery(succeeded.values("body_sha256")[:1]),
             last_published_at=Subquery(succeeded.values("finished_at")[:1]),
-        ).prefetch_related(
-            Prefetch(
-                "packages",
-                queryset=AssessmentPackage.objects.only(
-                    "package_id", "type", "name", "description"
-                ),
-            )
-        )
+        ).with_offered_packages()
 
+    def with_offered_packages(self):
+        """Prefetch what the integrations offer: their own packages and their plans' packages
+        (four queries whatever the row count; see Integration.packages_offered)."""
+        fields = ("package_id", "type", "name", "description")
+        return self.prefetch_related(
+            Prefetch("packages", queryset=AssessmentPackage.objects.only(*fields)),
+            Prefetch("plans", queryset=Plan.objects.only("pk").prefetch_related(
+                Prefetch("packages", queryset=AssessmentPackage.objects.only(*fields)))),
+        )
 
     def offered_packages(self):
         """`({integration pk: [package pk, ...]}, {package pk: (package_id, type, name,
-        description)})` for these integrations: two queries and no model instances, for
-        publishing hundreds of integrations at once."""
+        description)})` for these integrations, each offering the union of its own packages and
+        its plans' packages: four queries and no model instances, for publishing thousands of
+        integrations at once. A plan's packages are read once, not once per integration on it, and
+        integrations on the same plans with nothing of their own share one list (read-only)."""
         pks = list(self.values_list("pk", flat=True))
-        offered = {pk: [] for pk in pks}
-        links = Integration.packages.through.objects.filter(integration_id__in=pks)
-        for integration_id, package_pk in links.values_list("integration_id", "assessmentpackage_id"):
-            offered[integration_id].append(package_pk)
-        packages = AssessmentPackage.objects.filter(pk__in=links.values("assessmentpackage_id"))
+        own = {pk: [] for pk in pks}
+        own_links = Integration.packages.through.objects.filter(integration_id__in=pks)
+        for integration_id, package_pk in own_links.values_list("integration_id", "assessmentpackage_id"):
+            own[integration_id].append(package_pk)
+        plans_of = {}
+        for integration_id, plan_id in Integration.plans.through.objects.filter(
+                integration_id__in=pks).values_list("integration_id", "plan_id"):
+            plans_of.setdefault(integration_id, []).append(plan_id)
+        plan_packages = {}
+        for plan_id, package_pk in Plan.packages.through.objects.filter(
+                plan_id__in={p for plans in plans_of.values() for p in plans}).values_list("plan_id", "assessmentpackage_id"):
+            plan_packages.setdefault(plan_id, []).append(package_pk)
+        packages = AssessmentPackage.objects.filter(
+            Q(pk__in=own_links.values("assessmentpackage_id"))
+            | Q(pk__in={p for linked in plan_packages.values() for p in linked}))
         rows = {pk: tuple(values) for pk, *values in
                 packages.values_list("pk", "package_id", "type", "name", "description")}
-        # A package deleted between the two reads is offered no more.
-        return {pk: [p for p in linked if p in rows] for pk, linked in offered.items()}, rows
+        by_plans = {}  # the packages of one combination of plans; a package deleted meanwhile is dropped
+        offered = {}
+        for pk in pks:
+            plans = tuple(sorted(plans_of.get(pk, ())))
+            if plans not in by_plans:
+                by_plans[plans] = [p for p in dict.fromkeys(p for plan in plans for p in plan_packages.get(plan, ()))
+                                   if p in rows]
+            if own[pk]:
+                offered[pk] = [p for p in dict.fromkeys([*by_plans[plans], *own[pk]]) if p in rows]
+            else:
+                offered[pk] = by_plans[plans]
+        return offered, rows
 
 
 class Integration(models.Model):
@@ -163,9 +222,18 @@ class Integration(models.Model):
         help_text="Paused integrations are not published, not even by bulk actions. An integration "
                   "with publications cannot be deleted (the ledger is kept): pause it instead.",
     )
+    plans = models.ManyToManyField(
+        Plan, blank=True, related_name="integrations",
+        help_text="This customer offers every package of these plans, and the packages below.",
+    )
     packages = models.ManyToManyField(
         AssessmentPackage, blank=True, related_name="integrations",
-        help_text="The packages this customer can order.",
+        verbose_name="packages for this customer alone",
+        help_text="Packages this customer can order besides those of its plans.",
+    )
+    created_by_webhook = models.BooleanField(
+        "created by webhook", default=False, editable=False,
+        help_text="Created by Kombo's integration-created webhook, not by staff.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -195,9 +263,28 @@ class Integration(models.Model):
     def __str__(self):
         return f"{self.name} ({self.kombo_integration_id})"
 
+    def packages_offered(self):
+        """The packages this integration offers: its own and its plans', each once. Uses what
+        with_offered_packages() prefetched; one query otherwise."""
+        cache = getattr(self, "_prefetched_objects_cache", {})
+        if "packages" in cache and "plans" in cache:
+            offered = {p.pk: p for p in self.packages.all()}
+            for plan in self.plans.all():
+                for package in plan.packages.all():
+                    offered.setdefault(package.pk, package)
+            return list(offered.values())
+        if self.pk is None:
+            return []
+        return list(AssessmentPackage.objects.filter(
+            Q(pk__in=Integration.packages.through.objects.filter(integration_id=self.pk)
+              .values("assessmentpackage_id"))
+            | Q(pk__in=Plan.packages.through.objects.filter(plan__integrations=self.pk)
+                .values("assessmentpackage_id"))))
+
     def current_body(self):
-        """The request body the catalogue gives this integration now (uses prefetched packages)."""
-        return payloads.build_body(self.packages.all())
+        """The request body the catalogue gives this integration now: its own packages and its
+        plans' packages (uses prefetched ones, see packages_offered)."""
+        return payloads.build_body(self.packages_offered())
 
     def current_sha256(self):
         return payloads.body_sha256(payloads.canonical_bytes(self.current_body()))
@@ -346,3 +433,39 @@ class PublicationAttempt(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["publication", "number"], name="unique_attempt_number")
         ]
+
+
+class WebhookEvent(models.Model):
+    """One event Kombo posted to /webhooks/kombo/, stored once by its id, and what came of it.
+    Written by packages_app.webhook_events only; never edited by hand."""
+
+    class Outcome(models.TextChoices):
+        RECEIVED = "received", "Received, not processed yet"
+        CREATED = "created", "Integration created"
+        PUBLISHED = "published", "Publication queued"
+        UNCHANGED = "unchanged", "Nothing to do"
+        PAUSED = "paused", "Integration paused"
+        IGNORED = "ignored", "Ignored"
+        FAILED = "failed", "Failed"
+
+    event_id = models.CharField("event id", max_length=255, unique=True,
+                                help_text="Kombo's id of the event: a redelivery carries the same one.")
+    type = models.CharField(max_length=100, db_index=True)
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    payload = models.JSONField(help_text="The event Kombo sent, parsed (its signature was checked over the raw bytes).")
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RECEIVED,
+                               db_index=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    integration = models.ForeignKey(
+        Integration, null=True, blank=True, on_delete=models.SET_NULL, related_name="webhook_events",
+        help_text="The integration the event created or changed.",
+    )
+    detail = models.TextField(blank=True, help_text="What happened, in plain words.")
+    error = models.TextField(blank=True, help_text="Why processing failed.")
+
+    class Meta:
+        ordering = ["-received_at", "-pk"]
+        verbose_name = "webhook event"
+
+    def __str__(self):
+        return f"{self.type} {self.event_id}"

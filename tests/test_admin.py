@@ -16,14 +16,19 @@ CHANGELIST_URL = reverse("admin:packages_app_integration_changelist")
 
 
 
-def confirm_data(client, ids, **extra):
-    """What the confirmation form would post: the hashes staff saw on the page."""
-    page = client.get(PUBLISH_URL, {"ids": ",".join(map(str, ids))})
+def form_data(page, **extra):
+    """What the confirmation form posts: its hidden fields (the stored preview's id and digest)."""
     assert page.status_code == 200
-    data = {"post": "yes", "ids": ",".join(map(str, ids))}
-    data.update(dict(re.findall(r'name="(sha256-\d+)" value="([0-9a-f]{64})"', page.content.decode())))
+    data = dict(re.findall(r'<input type="hidden" name="(post|preview|digest)" value="([^"]*)"',
+                           page.content.decode()))
+    assert set(data) == {"post", "preview", "digest"}
     data.update(extra)
     return data
+
+
+def confirm_data(client, ids, **extra):
+    """What confirming the page for these integrations would post."""
+    return form_data(client.get(PUBLISH_URL, {"ids": ",".join(map(str, ids))}), **extra)
 
 
 # --- catalogue forms ---------------------------------------------------------------------------
@@ -122,13 +127,14 @@ def test_action_leads_to_confirmation_then_queues_after_commit(client, publisher
     a, b = make_integration([make_package("1001")]), make_integration([make_package("1002")])
     client.force_login(publisher)
     response = client.post(CHANGELIST_URL, {"action": "publish_selected", "_selected_action": [a.pk, b.pk]})
-    assert response.status_code == 302 and response.url.startswith(PUBLISH_URL)
+    # The selection is stored server-side: the URL names the preview, never the ids.
+    assert response.status_code == 302 and response.url.startswith(f"{PUBLISH_URL}?preview=")
     page = client.get(response.url)
     assert b"1 to add" in page.content and b"1001" in page.content and b"1002" in page.content
     assert not Publication.objects.exists()
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        done = client.post(PUBLISH_URL, confirm_data(client, [a.pk, b.pk]))
+        done = client.post(PUBLISH_URL, form_data(page))
     assert done.status_code == 302
     assert Publication.objects.count() == 2 and no_broker == []  # nothing queued before commit
     for callback in callbacks:
@@ -244,12 +250,15 @@ def test_paused_integrations_are_not_published(client, publisher, make_package, 
 
 def test_publish_all_out_of_sync(client, publisher, make_package, make_integration, no_broker):
     package = make_package()
-    synced, changed = make_integration([package], name="Synced"), make_integration([package], name="Changed")
+    synced = make_integration([package], name="Synced")
+    make_integration([package], name="Changed")
     _succeed(synced)
     client.force_login(publisher)
-    page = client.get(PUBLISH_URL, {"out_of_sync": "1"}).content
-    assert b"Changed" in page and b"Synced" not in page
-    client.post(PUBLISH_URL, {**confirm_data(client, [changed.pk]), "out_of_sync": "1"})
+    page = client.get(PUBLISH_URL, {"out_of_sync": "1"})
+    assert b"Changed" in page.content and b"Synced" not in page.content
+    # The set is the one previewed: an integration out of sync since then is not added to it.
+    make_integration([package], name="Later")
+    client.post(PUBLISH_URL, form_data(page))
     assert list(Publication.objects.filter(status="queued").values_list("integration__name", flat=True)) == ["Changed"]
 
 

@@ -65,6 +65,8 @@ def test_all_out_of_sync_skips_those_in_sync(make_package, make_integration, no_
     code, out, err = run("--all-out-of-sync")
     assert code == 0, err
     assert "recruitee:New" in out and "recruitee:Synced" not in out
+    assert ("In all: 1 integration, 1 to publish (1 package(s) to add, 0 to change, 0 to remove); "
+            "skipped 0 in sync, 0 paused.\nQueued publication #") in out
     assert Publication.objects.filter(status="queued").get().integration.kombo_integration_id == "recruitee:New"
 
 

@@ -12,7 +12,7 @@ from django.contrib.auth.models import Group, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from packages_app import publishing
+from packages_app import publishing, selectors
 from packages_app.models import AssessmentPackage, Integration, Publication, PublicationAttempt
 
 pytestmark = pytest.mark.django_db
@@ -229,7 +229,7 @@ def test_permission_matrix(page, role, expected, client, world, request):
         assert shown == ["No action selected."]
     elif expected == TO_PUBLISH:
         assert response.status_code == 302
-        assert response.url == f"{PUBLISH_URL}?ids={world['integration'].pk}"
+        assert response.url.startswith(f"{PUBLISH_URL}?preview=") and "ids" not in response.url
     elif expected == DONE:
         assert response.status_code == 302, getattr(response, "context", None) and response.context.get("errors")
         written(page, before, after, world, user)
@@ -244,9 +244,11 @@ def test_the_roles_are_the_migrations_groups_with_exactly_these_permissions():
         g.name: sorted(g.permissions.values_list("codename", flat=True))
         for g in Group.objects.filter(name__in=["Viewer", "Editor", "Publisher"])
     }
-    view = ["view_assessmentpackage", "view_integration", "view_publication", "view_publicationattempt"]
+    view = ["view_assessmentpackage", "view_integration", "view_publication", "view_publicationattempt",
+            "view_plan", "view_webhookevent"]
     edit = view + ["add_assessmentpackage", "add_integration", "change_assessmentpackage",
-                   "change_integration", "delete_assessmentpackage", "delete_integration"]
+                   "change_integration", "delete_assessmentpackage", "delete_integration",
+                   "add_plan", "change_plan", "delete_plan"]
     assert perms == {"Viewer": sorted(view), "Editor": sorted(edit),
                      "Publisher": sorted(edit + ["publish_integration"])}
 
@@ -254,8 +256,22 @@ def test_the_roles_are_the_migrations_groups_with_exactly_these_permissions():
 def test_the_hash_the_matrix_posts_is_the_one_the_confirmation_page_shows(client, world):
     client.force_login(make_user("publisher"))
     page = client.get(PUBLISH_URL, {"ids": world["integration"].pk}).content.decode()
-    shown = re.findall(r'name="sha256-(\d+)" value="([0-9a-f]{64})"', page)
-    assert shown == [(str(world["integration"].pk), current_sha256(world["integration"]))]
+    (digest,) = re.findall(r'name="digest" value="([0-9a-f]{64})"', page)
+    assert digest == selectors.plans_digest({world["integration"].pk: current_sha256(world["integration"])})
+
+
+def test_a_publish_preview_is_only_its_owners(client, world, no_broker):
+    """The preview lives in the publisher's session: another publisher cannot confirm it."""
+    client.force_login(make_user("publisher"))
+    page = client.get(PUBLISH_URL, {"ids": world["integration"].pk}).content.decode()
+    data = dict(re.findall(r'name="(post|preview|digest)" value="([^"]*)"', page))
+    other = User.objects.create_user("publisher2", password="pw-for-tests-123", is_staff=True)
+    other.groups.add(Group.objects.get(name="Publisher"))
+    client.force_login(other)
+    before = snapshot()
+    response = client.post(PUBLISH_URL, data)
+    assert response.status_code == 302 and response.url == _url("integration_changelist")
+    assert snapshot() == before and no_broker == []
 
 
 @pytest.mark.parametrize("role", ["viewer", "editor"])
@@ -340,9 +356,12 @@ def test_staff_in_no_group_see_an_empty_admin(client, world):
 
 
 @pytest.mark.parametrize("role,models", [
-    ("viewer", {"AssessmentPackage": "view", "Integration": "view", "Publication": "view"}),
-    ("editor", {"AssessmentPackage": "edit", "Integration": "edit", "Publication": "view"}),
-    ("publisher", {"AssessmentPackage": "edit", "Integration": "edit", "Publication": "view"}),
+    ("viewer", {"AssessmentPackage": "view", "Integration": "view", "Publication": "view", "Plan": "view",
+                "WebhookEvent": "view"}),
+    ("editor", {"AssessmentPackage": "edit", "Integration": "edit", "Publication": "view", "Plan": "edit",
+                "WebhookEvent": "view"}),
+    ("publisher", {"AssessmentPackage": "edit", "Integration": "edit", "Publication": "view", "Plan": "edit",
+                   "WebhookEvent": "view"}),
 ])
 def test_the_admin_index_lists_what_each_role_may_open(role, models, client, world):
     client.force_login(make_user(role))

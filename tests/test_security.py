@@ -275,6 +275,47 @@ def test_a_key_that_cannot_be_sent_as_a_header_is_never_logged(settings, sandbox
     assert pub.status in ("retrying", "failed") and pub.failure_reason
 
 
+# --- the webhook secret (KOMBO_WEBHOOK_SECRET) ---------------------------------------------------
+
+def test_the_webhook_secret_is_in_no_log_line_no_table_and_no_page(settings, client, superuser, output,
+                                                                    monkeypatch):
+    """Signed, wrongly signed, unsigned, malformed and unconfigured deliveries, the event processed,
+    the pages staff read: the secret (or any 8 characters of it) is nowhere."""
+    from packages_app import webhook_events
+    from packages_app.models import WebhookEvent
+    from packages_app.webhooks import sign
+
+    secret = "whsec_" + _random(32)
+    settings.KOMBO_WEBHOOK_SECRET = secret
+    monkeypatch.setattr(webhook_events, "webhook_event_enqueue", lambda *, event_pk: True)
+    body = json.dumps({"id": "evt_leak", "type": "integration-created", "data": {
+        "id": "recruitee:Leak1", "category": "ASSESSMENT", "end_user": {"organization_name": "Leak"}}}).encode()
+
+    def deliver(data, signature):
+        return client.post("/webhooks/kombo/", data, content_type="application/json",
+                           HTTP_X_KOMBO_SIGNATURE=signature)
+
+    responses = [deliver(body, sign(body, secret)), deliver(body, sign(body, secret)[:-5] + "AAAA"),
+                 deliver(body, ""), deliver(b"{bad", sign(b"{bad", secret))]
+    webhook_events.webhook_event_process(event_pk=WebhookEvent.objects.get().pk)
+    settings.KOMBO_WEBHOOK_SECRET = ""
+    responses.append(deliver(body, sign(body, secret)))
+    settings.KOMBO_WEBHOOK_SECRET = secret
+    assert [r.status_code for r in responses] == [200, 401, 401, 400, 503]
+    client.force_login(superuser)
+    pages = [reverse("admin:packages_app_webhookevent_changelist"),
+             reverse("admin:packages_app_webhookevent_change", args=[WebhookEvent.objects.get().pk]),
+             reverse("admin:packages_app_integration_changelist")]
+    responses += [client.get(url) for url in pages]
+    assert all(r.status_code == 200 for r in responses[-3:])
+
+    text = "\n".join([output(), database_text(), *(r.content.decode() + str(r.headers) for r in responses)])
+    assert "evt_leak" in text and "Kombo webhook refused with 503" in text  # the capture works
+    random_part = secret[len("whsec_"):]
+    assert secret not in text
+    assert [random_part[i:i + 8] for i in range(len(random_part) - 7) if random_part[i:i + 8] in text] == []
+
+
 # --- deployment settings -------------------------------------------------------------------------
 
 _PROJECT_ENV_PREFIXES = ("DJANGO_", "KOMBO_", "DATABASE_", "CELERY_", "TEST_", "LOGIN_", "WHITENOISE_",

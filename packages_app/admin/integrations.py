@@ -1,13 +1,12 @@
-"""Integrations: sync status, the publish action and its confirmation page, pausing, drift."""
+"""Integrations: sync status, pausing, drift; the publish action and its confirmation page (publish.py)."""
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseRedirect, JsonResponse
+from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import path
 from django.utils import timezone
-from django.utils.http import urlencode
 
 from .. import kombo, publishing, selectors
 from ..models import (
@@ -16,7 +15,6 @@ from ..models import (
     SyncStatus,
 )
 from .display import (
-    PUBLISH_PERMISSION,
     STATUS_BADGE_COLOURS,
     SYNC_BADGE_COLOURS,
     badge,
@@ -25,6 +23,8 @@ from .display import (
     publication_badge,
 )
 from .mixins import ChangeHistoryWithValuesMixin
+from .widgets import SafeAutocompleteMixin
+from .publish import PublishFlowMixin
 
 
 class SyncStatusFilter(admin.SimpleListFilter):
@@ -43,21 +43,22 @@ class SyncStatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(Integration)
-class IntegrationAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
+class IntegrationAdmin(SafeAutocompleteMixin, PublishFlowMixin, ChangeHistoryWithValuesMixin,
+                       admin.ModelAdmin):
     list_display = ("name", "kombo_integration_id", "region", "is_active", "package_total",
                     "sync_status_badge", "last_published")
-    list_filter = (SyncStatusFilter, "region", "is_active")
+    list_filter = (SyncStatusFilter, "region", "is_active", "plans", "created_by_webhook")
     search_fields = ("name", "kombo_integration_id")
     # A search box over the catalogue, not a list of every package: the page stays fast with
     # ten thousand of them.
-    autocomplete_fields = ("packages",)
+    autocomplete_fields = ("plans", "packages")
     # Django would count the whole table on every page to show "N total"; at scale that count
     # is the slowest query of the page.
     show_full_result_count = False
     actions = ("publish_selected", "pause_selected")
     fieldsets = (
         (None, {"fields": ("name", "kombo_integration_id", "region", "is_active")}),
-        ("Packages offered", {"fields": ("packages",)}),
+        ("Packages offered", {"fields": ("plans", "packages")}),
     )
     change_form_template = "admin/packages_app/integration/change_form.html"
     change_list_template = "admin/packages_app/integration/change_list.html"
@@ -81,7 +82,7 @@ class IntegrationAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
 
     @admin.display(description="packages")
     def package_total(self, obj):
-        return len(obj.packages.all())  # prefetched by with_sync_state()
+        return len(obj.packages_offered())  # its own and its plans', prefetched by with_sync_state()
 
     @admin.display(description="sync status")
     def sync_status_badge(self, obj):
@@ -97,17 +98,6 @@ class IntegrationAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
         if not obj.last_published_at:
             return "—"
         return timezone.localtime(obj.last_published_at).strftime("%d %b %Y %H:%M")
-
-    # Publishing ---------------------------------------------------------------------------
-    def has_publish_permission(self, request):
-        return request.user.has_perm(PUBLISH_PERMISSION)
-
-    @admin.action(description="Publish selected integrations to Kombo…", permissions=["publish"])
-    def publish_selected(self, request, queryset):
-        ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
-        return HttpResponseRedirect(
-            reverse("admin:packages_app_integration_publish") + "?" + urlencode({"ids": ids})
-        )
 
     # Pausing -------------------------------------------------------------------------------
     @admin.action(description="Pause publishing", permissions=["change"])
@@ -195,103 +185,6 @@ class IntegrationAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
         context = self._publications_context(pk)
         html = render_to_string("admin/packages_app/integration/_publications.html", context, request)
         return JsonResponse({"final": context["publications_final"], "html": html})
-
-    def publish_view(self, request):
-        """GET: what publishing would change. POST (post=yes): create the publications."""
-        if not self.has_publish_permission(request):
-            raise PermissionDenied
-        source = request.POST if request.method == "POST" else request.GET
-        if source.get("out_of_sync"):
-            queryset = selectors.out_of_sync_integrations()
-        else:
-            ids = [int(i) for i in (p.strip() for p in source.get("ids", "").split(","))
-                   if i.isascii() and i.isdigit()]
-            queryset = Integration.objects.filter(pk__in=ids)
-        previews = selectors.integrations_preview(queryset)
-        changelist_url = reverse("admin:packages_app_integration_changelist")
-        if not previews:
-            self.message_user(request, "No integrations to publish.", messages.WARNING)
-            return HttpResponseRedirect(changelist_url)
-
-        errors = []
-        if request.method == "POST" and request.POST.get("post") == "yes":
-            response = self._publish_confirmed(request, previews, errors)
-            if response is not None:
-                return response
-            previews = selectors.integrations_preview(queryset)  # fresh diff after a refusal
-
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Publish to Kombo",
-            "opts": self.model._meta,
-            "previews": previews,
-            "errors": errors,
-            "ids": ",".join(str(p.integration.pk) for p in previews),
-            "out_of_sync": bool(source.get("out_of_sync")),
-            "publish_anyway": request.POST.get("publish_anyway") == "on",
-            "removal_total": sum(len(p.diff.removed) for p in self._risky(previews)),
-            "needs_removal_confirmation": bool(self._risky(previews)),
-            "any_in_sync": any(p.in_sync and not p.paused for p in previews),
-            "api_key_status": publishing.api_key_status(),
-        }
-        return TemplateResponse(request, "admin/packages_app/integration/publish_confirmation.html", context)
-
-    @staticmethod
-    def _risky(previews):
-        """Previews whose publish removes many packages or sends an empty list."""
-        return [p for p in previews
-                if p.needs_removal_confirmation and not p.paused and not p.in_sync]
-
-    def _publish_confirmed(self, request, previews, errors):
-        publish_anyway = request.POST.get("publish_anyway") == "on"
-        chosen = [p for p in previews if not p.paused and (publish_anyway or not p.in_sync)]
-        if not chosen:
-            self.message_user(request, "Nothing to publish: every selected integration is in sync "
-                              "or paused. Tick “publish anyway” to send them again.", messages.WARNING)
-            return HttpResponseRedirect(reverse("admin:packages_app_integration_changelist"))
-        risky = self._risky(chosen)
-        removal_total = sum(len(p.diff.removed) for p in risky)
-        if risky and request.POST.get("confirm_removals") != str(removal_total):
-            errors.append(
-                f"Tick the box to confirm that Kombo will mark {removal_total} package(s) deleted "
-                f"(or send an empty list) for {len(risky)} integration(s)."
-            )
-            return None
-        expected = {}
-        for p in chosen:
-            value = request.POST.get(f"sha256-{p.integration.pk}")
-            expected[p.integration.pk] = value
-        try:
-            publications = publishing.publications_create(
-                integrations=[p.integration for p in chosen], requested_by=request.user,
-                expected_sha256=expected,
-            )
-        except publishing.CatalogueChanged as exc:
-            errors.append(f"{exc} Nothing was published. Read the new changes below and confirm again.")
-            return None
-        except publishing.IntegrationPaused as exc:
-            errors.append(f"{exc} Nothing was published.")
-            return None
-
-        count = len(publications)
-        skipped = len(previews) - count
-        text = f"Queued {count} publication{'s' if count != 1 else ''} to Kombo."
-        if skipped:
-            text += f" Skipped {skipped} integration{'s' if skipped != 1 else ''} (in sync or paused)."
-        self.message_user(request, text, messages.SUCCESS)
-        not_queued = [p for p in publications if p.enqueued is False]
-        if not_queued:
-            self.message_user(
-                request,
-                f"The task queue is unreachable right now: {len(not_queued)} publication(s) are saved "
-                "and will be sent automatically as soon as it is back. No need to publish again.",
-                messages.WARNING,
-            )
-        if count == 1:
-            return HttpResponseRedirect(
-                reverse("admin:packages_app_publication_change", args=[publications[0].pk])
-            )
-        return HttpResponseRedirect(reverse("admin:packages_app_integration_changelist"))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = {

@@ -1,7 +1,8 @@
 """The catalogue: assessment packages, their import and export."""
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count
+from django.db.models import Count, IntegerField, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.http import HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -12,6 +13,7 @@ from .. import catalogue_io
 from ..forms import CatalogueImportForm
 from ..models import (
     AssessmentPackage,
+    Plan,
 )
 from .mixins import ChangeHistoryWithValuesMixin
 
@@ -30,7 +32,13 @@ class AssessmentPackageAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
     change_list_template = "admin/packages_app/assessmentpackage/change_list.html"
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(integration_count=Count("integrations"))
+        # Plans as a subquery, not a second join: one join already multiplies the rows it counts.
+        plans = (Plan.packages.through.objects.filter(assessmentpackage_id=OuterRef("pk"))
+                 .order_by().values("assessmentpackage_id").annotate(n=Count("*")).values("n"))
+        return super().get_queryset(request).annotate(
+            integration_count=Count("integrations"),
+            plan_count=Coalesce(Subquery(plans, output_field=IntegerField()), 0),
+        )
 
     def get_urls(self):
         return [
@@ -93,20 +101,23 @@ class AssessmentPackageAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
     @admin.display(description="offered by", ordering="integration_count")
     def offered_by(self, obj):
         count = obj.integration_count
-        return f"{count} integration{'s' if count != 1 else ''}"
+        text = f"{count} integration{'s' if count != 1 else ''}"
+        if obj.plan_count:
+            text += f" and {obj.plan_count} plan{'s' if obj.plan_count != 1 else ''}"
+        return text
 
     @admin.display(description="offered by")
     def integrations_offering(self, obj):
         if not obj.pk:
             return "—"
         integrations = obj.integrations.order_by("name")
-        if not integrations:
-            return "No integration offers this package yet."
-        return format_html_join(
-            ", ", '<a href="{}">{}</a>',
-            ((reverse("admin:packages_app_integration_change", args=[i.pk]), str(i))
-             for i in integrations),
-        )
+        plans = obj.plans.order_by("name")
+        if not integrations and not plans:
+            return "No integration or plan offers this package yet."
+        links = [(reverse("admin:packages_app_integration_change", args=[i.pk]), str(i)) for i in integrations]
+        # Every integration on these plans offers it too.
+        links += [(reverse("admin:packages_app_plan_change", args=[p.pk]), f"plan “{p}”") for p in plans]
+        return format_html_join(", ", '<a href="{}">{}</a>', links)
 
 
 # --- integrations ---------------------------------------------------------------------------

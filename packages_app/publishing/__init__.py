@@ -21,6 +21,7 @@ from .execution import ExecuteResult, publication_execute, publications_execute
 from .planning import (CatalogueChanged, IntegrationPaused, PlannedPublication, publication_plan,
                        publication_plans, publications_create)
 from .queueing import message_sizes, publication_enqueue, publications_enqueue
+from .retention import publications_prune
 from .sweep import publications_sweep
 
 __all__ = [
@@ -28,5 +29,5 @@ __all__ = [
     "integration_base_url", "integration_publications_cancel", "integrations_pause", "kombo_client",
     "message_sizes", "publication_enqueue", "publication_execute", "publication_plan", "publication_plans",
     "publications_cancel", "publications_create", "publications_enqueue", "publications_execute",
-    "publications_sweep", "redact_key",
+    "publications_prune", "publications_sweep", "redact_key",
 ]

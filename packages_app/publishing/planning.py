@@ -2,8 +2,7 @@
 transition that snapshots those bodies into new, queued Publication rows, all or none."""
 from dataclasses import dataclass
 
-from django.db import transaction
-from django.db.models import Value
+from django.db import connection, transaction
 
 from .. import payloads
 from ..models import Integration, Publication
@@ -78,23 +77,43 @@ def publications_create(*, integrations, requested_by=None, expected_sha256=None
                        if expected_sha256.get(p.integration.pk) != p.sha256]
             if changed:
                 raise CatalogueChanged(changed)
-        publications = Publication.objects.bulk_create([
-            Publication(
-                integration=plan.integration,
-                requested_by=requested_by,
-                # An expression, not a literal: Django's UNNEST bulk insert would quote the bodies
-                # as array literals in Python, escaping every JSON quote (0.6 s for 500 bodies of
-                # 50 packages); as plain parameters libpq escapes them in microseconds.
-                body=Value(plan.body_bytes.decode("utf-8")),
-                body_sha256=plan.sha256,
-                package_count=len(plan.body["packages"]),
-            )
+        publications = _insert([
+            Publication(integration=plan.integration, requested_by=requested_by,
+                        body=plan.body_bytes.decode("utf-8"), body_sha256=plan.sha256,
+                        package_count=len(plan.body["packages"]))
             for plan in plans
         ])
-        for publication, plan in zip(publications, plans):
-            publication.body = plan.body_bytes.decode("utf-8")
+        for publication in publications:
             publication.enqueued = None  # set by the on-commit callback
         transaction.on_commit(lambda: _enqueue_all(publications))
+    return publications
+
+
+def _insert(publications):
+    """Insert new Publication rows, ids in the order given; returns them with their ids.
+
+    On PostgreSQL the rows go through COPY, with ids drawn from the table's sequence first: the
+    same rows as bulk_create, but a publish of 5,000 bodies of 50 packages takes about a second
+    instead of five (bulk_create builds and parses one statement of some fifty megabytes). Every
+    column's value is what the model's own field gives (defaults, auto_now_add, JSON)."""
+    if connection.vendor != "postgresql" or not publications:
+        return Publication.objects.bulk_create(publications)
+    meta = Publication._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+                       [meta.db_table, meta.pk.column, len(publications)])
+        ids = sorted(row[0] for row in cursor.fetchall())
+        columns = ", ".join(quote(f.column) for f in [meta.pk, *fields])
+        with cursor.cursor.copy(f"COPY {quote(meta.db_table)} ({columns}) FROM STDIN") as copy:
+            for pk, publication in zip(ids, publications):
+                publication.pk = pk
+                copy.write_row([pk, *(f.get_db_prep_save(f.pre_save(publication, True), connection)
+                                      for f in fields)])
+    for publication in publications:
+        publication._state.adding = False
+        publication._state.db = connection.alias
     return publications
 
 

@@ -7,7 +7,8 @@ from packages_app import catalogue_io
 
 
 class Command(BaseCommand):
-    help = "Write the catalogue as JSON ({\"packages\": [...]}, sorted by id) or CSV."
+    help = ("Write the catalogue as JSON ({\"packages\": [...], \"plans\": [...]}, sorted by id and name) "
+            "or CSV (packages only).")
 
     def add_arguments(self, parser):
         parser.add_argument("--format", choices=["json", "csv"], default="json")

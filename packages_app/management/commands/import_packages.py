@@ -7,7 +7,8 @@ from packages_app import catalogue_io
 
 
 class Command(BaseCommand):
-    help = "Add and update packages from a JSON ({\"packages\": [...]}) or CSV (id,type,name,description) file."
+    help = ("Add and update packages (and, from JSON, plans) from a JSON ({\"packages\": [...], \"plans\": [...]}) "
+            "or CSV (id,type,name,description) file.")
 
     def add_arguments(self, parser):
         parser.add_argument("file", help="Path to the file, or - for standard input.")

@@ -34,17 +34,20 @@ class Command(BaseCommand):
         if not previews:
             self.stdout.write("No integrations to publish.")
             return
-        chosen, refused = [], []
+        summary = selectors.PublishSummary(previews, publish_anyway=options["force"])
         for preview in previews:
             self._print_preview(preview)
-            if preview.paused:
-                continue
-            if preview.in_sync and not options["force"]:
-                continue
-            if preview.needs_removal_confirmation and not options["allow_removals"]:
-                refused.append(preview)
-                continue
-            chosen.append(preview)
+        refused = [] if options["allow_removals"] else summary.risky
+        refused_pks = {p.integration.pk for p in refused}
+        chosen = [p for p in summary.chosen if p.integration.pk not in refused_pks]
+        # The totals last, where a long listing ends.
+        in_sync = 0 if options["force"] else len(summary.in_sync)
+        self.stdout.write(
+            f"In all: {summary.count:,} integration{'s' if summary.count != 1 else ''}, "
+            f"{len(summary.chosen):,} to publish ({summary.additions:,} package(s) to add, "
+            f"{summary.changes:,} to change, {summary.removals:,} to remove); skipped {in_sync:,} in sync, "
+            f"{len(summary.paused):,} paused."
+        )
         if refused:
             names = ", ".join(p.integration.kombo_integration_id for p in refused)
             self.stderr.write(

@@ -26,6 +26,21 @@ Processes that do not share memory with the sandbox drive it over HTTP under `/_
     POST /_sandbox/warnings   {"messages": [...]} replaces extra_warnings              -> 204
     GET  /_sandbox/requests   recorded requests (Authorization shown as "Bearer ***")
     GET  /_sandbox/state      {integration_id: {"packages", "deleted", "max_in_flight"}}
+    POST /_sandbox/webhooks/integration-created
+                              send Kombo's signed `integration-created` webhook to the app -> 200
+
+Webhooks (Kombo to the app): `send_webhook(...)` in-process, or the control endpoint above with a
+JSON body (every field optional):
+    {"id": "<tool:identifier>", "organization_name": "...", "category": "ASSESSMENT",
+     "creator_email": null, "origin_id": null, "url": "...", "secret": "..."}
+builds the event like Kombo's (`{"id": <fresh event id>, "type": "integration-created", "data":
+{"id", "tool", "category", "end_user": {...}}}`; a random `recruitee:<id>` when `id` is absent),
+signs the raw body (`X-Kombo-Signature` = base64url HMAC-SHA256 with the secret) and POSTs it to
+`webhook_url` (`url`/`secret` override the configured ones, e.g. for a second app). The answer says
+what was sent and what the app answered: {"url", "event", "signature", "status", "response"}; the
+secret is never shown or logged. 400 when no URL or secret is configured or a field is wrong, 502
+when the app cannot be reached. `deliver_webhook(body, signature=...)` posts raw bytes with any
+(or no) signature, for tests of the app's refusals.
 
 Order of checks for a Kombo request (the first that answers wins):
     queued fault -> rate limit (429) -> unknown path (404) / method (405) -> Authorization (401)
@@ -37,22 +52,29 @@ The API key is never logged or printed; with `verbose=True` one line per request
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
+import http.client
 import json
 import math
 import re
+import secrets
 import socket
 import socketserver
+import string
 import struct
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-__all__ = ["Fault", "RecordedRequest", "KomboSandbox", "PACKAGE_TYPES"]
+__all__ = ["Fault", "RecordedRequest", "KomboSandbox", "PACKAGE_TYPES", "sign_webhook"]
 
 PACKAGE_TYPES = ("BEHAVIORAL", "VIDEO_INTERVIEW", "SKILLS_TEST", "BACKGROUND_CHECK", "REFERENCE_CHECK")
 PACKAGE_FIELDS = ("id", "type", "name", "description")
@@ -66,6 +88,12 @@ DEFAULT_HEADER_LIMIT = 300
 DEFAULT_HEADER_WINDOW = 60.0
 
 INPUT_INVALID_TITLE = "The input is invalid."
+WEBHOOK_SIGNATURE_HEADER = "X-Kombo-Signature"
+WEBHOOK_TIMEOUT = 10.0
+WEBHOOK_ANSWER_LIMIT = 2000  # characters of the app's answer shown back
+_SIGN = object()  # deliver_webhook's default: sign the body with the webhook secret
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_ID_ALPHABET = string.ascii_letters + string.digits
 MANUAL_ENTRY_TOOLS = {
     "workday": "Workday",
     "successfactors": "SAP SuccessFactors",
@@ -203,6 +231,17 @@ def _now_iso() -> str:
 
 def _json_bytes(payload) -> bytes:
     return json.dumps(payload, ensure_ascii=False).encode("utf-8")
+
+
+def _random_id(length: int = 24) -> str:
+    """An id shaped like Kombo's (e.g. "5gjAtTsaAYUwqDAuSZbKHqcc")."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
+
+
+def sign_webhook(body: bytes, secret: str) -> str:
+    """What Kombo sends in X-Kombo-Signature: base64url(HMAC-SHA256(raw body, secret)), padded."""
+    digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii")
 
 
 def _validate_put_body(body: bytes) -> list[dict]:
@@ -408,8 +447,12 @@ class KomboSandbox:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, api_key: str | None = None,
                  latency: float = 0.0, rate_limit_per_second: float | None = None,
-                 concurrency_limit: int = 30, warn_long_names: bool = True, verbose: bool = False):
+                 concurrency_limit: int = 30, warn_long_names: bool = True, verbose: bool = False,
+                 webhook_url: str | None = None, webhook_secret: str | None = None):
         self._api_key = api_key
+        # Where send_webhook() posts and the secret it signs with (never shown: see __repr__).
+        self.webhook_url = webhook_url
+        self.webhook_secret = webhook_secret
         self.latency = latency
         self.rate_limit_per_second = rate_limit_per_second
         self.concurrency_limit = concurrency_limit
@@ -563,6 +606,93 @@ class KomboSandbox:
                 }
                 for iid in ids
             }
+
+    # -- webhooks (Kombo to the app) --------------------------------------------------------------
+
+    @staticmethod
+    def integration_created_event(*, id: str | None = None, organization_name: str | None = None,
+                                  category: str | None = "ASSESSMENT", creator_email: str | None = None,
+                                  origin_id: str | None = None, event_id: str | None = None) -> dict:
+        """Kombo's `integration-created` event (NOTES.md "Webhooks", examples.json), with a fresh
+        event id unless `event_id` is given and a random `recruitee:<id>` unless `id` is given."""
+        if id is None:
+            id = f"recruitee:{_random_id()}"
+        if not isinstance(id, str) or not INTEGRATION_ID_RE.match(id):
+            raise ValueError('id must be a Kombo integration id "<tool>:<identifier>"')
+        for name, value in (("organization_name", organization_name), ("category", category),
+                            ("creator_email", creator_email), ("origin_id", origin_id),
+                            ("event_id", event_id)):
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{name} must be a string or null")
+        tool = id.split(":", 1)[0]
+        return {
+            "id": event_id or _random_id(),
+            "type": "integration-created",
+            "data": {
+                "id": id,
+                "tool": tool,
+                "category": category,
+                "end_user": {
+                    "organization_name": organization_name if organization_name is not None
+                    else f"Sandbox customer {id.split(':', 1)[1][:6]}",
+                    "creator_email": creator_email,
+                    "origin_id": origin_id,
+                },
+            },
+        }
+
+    def send_webhook(self, *, url: str | None = None, secret: str | None = None, **event_fields) -> dict:
+        """Build an `integration-created` event (fields of `integration_created_event`), sign it
+        and POST it to the app. Returns {"url", "event", "signature", "status", "response"};
+        raises ValueError for a wrong field or missing configuration, OSError (urllib's URLError)
+        when the app cannot be reached."""
+        event = self.integration_created_event(**event_fields)
+        sent = self.deliver_webhook(_json_bytes(event), url=url, secret=secret)
+        return {"url": sent["url"], "event": event, "signature": sent["signature"],
+                "status": sent["status"], "response": sent["response"]}
+
+    def deliver_webhook(self, body: bytes, *, url: str | None = None, secret: str | None = None,
+                        signature=_SIGN, headers: dict[str, str] | None = None,
+                        timeout: float = WEBHOOK_TIMEOUT) -> dict:
+        """POST raw `body` to the app as Kombo would. `signature`: by default the body signed with
+        the secret; None sends no X-Kombo-Signature; a str is sent as it is (tests of refusals).
+        Returns {"url", "signature", "status", "response"} (the app's answer: JSON if it is JSON,
+        else its text, cut to 2000 characters)."""
+        url = url or self.webhook_url
+        if not url:
+            raise ValueError("no webhook URL: start the sandbox with --webhook-url (webhook_url=...) "
+                             'or pass "url"')
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise ValueError("the webhook URL must be http:// or https://")
+        if signature is _SIGN:
+            secret = secret if secret is not None else self.webhook_secret
+            if not secret:
+                raise ValueError("no webhook secret: start the sandbox with --webhook-secret-env NAME "
+                                 '(webhook_secret=...) or pass "secret"')
+            signature = sign_webhook(body, secret)
+        sent_headers = {"Content-Type": "application/json", "User-Agent": "KomboSandbox/1.0"}
+        if signature is not None:
+            sent_headers[WEBHOOK_SIGNATURE_HEADER] = signature
+        sent_headers.update(headers or {})
+        request = urllib.request.Request(url, data=body, headers=sent_headers, method="POST")
+        started = time.monotonic()
+        try:
+            # Never through a proxy from the environment: the app is local.
+            with _DIRECT.open(request, timeout=timeout) as answer:
+                status, raw = answer.status, answer.read()
+        except urllib.error.HTTPError as exc:  # 4xx/5xx: an answer all the same
+            status, raw = exc.code, exc.read()
+            exc.close()
+        if self.verbose:
+            ms = (time.monotonic() - started) * 1000
+            print(f"[kombo-sandbox] webhook POST {url} ({len(body)} bytes) -> {status} ({ms:.0f} ms)",
+                  file=sys.stderr, flush=True)
+        text = raw.decode("utf-8", errors="replace")
+        try:
+            response = json.loads(text)
+        except ValueError:
+            response = text[:WEBHOOK_ANSWER_LIMIT]
+        return {"url": url, "signature": signature, "status": status, "response": response}
 
     # -- one Kombo request ----------------------------------------------------------------------
 
@@ -792,6 +922,7 @@ class KomboSandbox:
         routes = {
             "/_sandbox/faults": "POST", "/_sandbox/reset": "POST", "/_sandbox/warnings": "POST",
             "/_sandbox/requests": "GET", "/_sandbox/state": "GET",
+            "/_sandbox/webhooks/integration-created": "POST",
         }
         if path not in routes:
             return bad(f"No sandbox control endpoint {path}.", 404)
@@ -826,6 +957,26 @@ class KomboSandbox:
                     raise _InputInvalid('expected {"messages": ["...", ...]}')
                 self.extra_warnings = list(messages)
                 return ok()
+            if path == "/_sandbox/webhooks/integration-created":
+                payload = load()
+                if not isinstance(payload, dict):
+                    raise _InputInvalid("expected a JSON object")
+                allowed = {"id", "organization_name", "category", "creator_email", "origin_id", "url", "secret"}
+                unknown = set(payload) - allowed
+                if unknown:
+                    raise _InputInvalid(f"unknown fields: {', '.join(sorted(unknown))} "
+                                        f"(allowed: {', '.join(sorted(allowed))})")
+                for name in ("url", "secret"):
+                    if payload.get(name) is not None and not isinstance(payload[name], str):
+                        raise _InputInvalid(f"{name} must be a string")
+                try:
+                    return ok(self.send_webhook(**payload))
+                except ValueError as exc:
+                    raise _InputInvalid(str(exc)) from None
+                except (OSError, http.client.HTTPException) as exc:  # refused, timed out, no HTTP answer
+                    reason = getattr(exc, "reason", exc)
+                    url = payload.get("url") or self.webhook_url
+                    return bad(f"The app at {url} could not be reached: {type(reason).__name__}: {reason}", 502)
             if path == "/_sandbox/requests":
                 return ok([r.public_dict() for r in self.requests()])
             return ok(self.state())

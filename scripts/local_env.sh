@@ -18,6 +18,9 @@ secret_file() {
 : "${DJANGO_SECRET_KEY:=$(secret_file var/secret_key '' 50)}"
 : "${KOMBO_API_URL:=http://127.0.0.1:${SANDBOX_PORT}/v1}"
 : "${KOMBO_API_KEY:=$(secret_file var/sandbox_key sandbox-key- 24)}"
+# The webhook secret the app checks and the sandbox signs with (run.sh passes the sandbox only
+# the variable's name, never the value).
+: "${KOMBO_WEBHOOK_SECRET:=$(secret_file var/webhook_secret whsec_local_ 32)}"
 umask "$umask_before"
-export DJANGO_DEBUG DJANGO_SECRET_KEY KOMBO_API_URL KOMBO_API_KEY
+export DJANGO_DEBUG DJANGO_SECRET_KEY KOMBO_API_URL KOMBO_API_KEY KOMBO_WEBHOOK_SECRET
 export DJANGO_SETTINGS_MODULE=kombo_admin.settings PYTHONUNBUFFERED=1

@@ -7,7 +7,8 @@
 #
 # Environment (each only if not already set, so it can point elsewhere): DJANGO_DEBUG=true,
 # DJANGO_SECRET_KEY (generated once into var/secret_key), KOMBO_API_URL (the sandbox),
-# KOMBO_API_KEY (generated once into var/sandbox_key). Logs: var/log/<name>.log.
+# KOMBO_API_KEY (generated once into var/sandbox_key), KOMBO_WEBHOOK_SECRET (generated once into
+# var/webhook_secret; the sandbox signs its webhooks with it). Logs: var/log/<name>.log.
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
 
@@ -137,7 +138,9 @@ check_children() {
     done
 }
 
-start sandbox python manage.py kombo_sandbox --host 127.0.0.1 --port "$SANDBOX_PORT"  # key: KOMBO_API_KEY from the environment
+# The API key (KOMBO_API_KEY) and the webhook secret come from the environment, never the command line.
+start sandbox python manage.py kombo_sandbox --host 127.0.0.1 --port "$SANDBOX_PORT" \
+    --webhook-url "http://127.0.0.1:$PORT/webhooks/kombo/" --webhook-secret-env KOMBO_WEBHOOK_SECRET
 start web python manage.py runserver "127.0.0.1:$PORT" --noreload
 start worker celery -A kombo_admin worker --loglevel INFO --concurrency 2 \
     --without-gossip --without-mingle --without-heartbeat
@@ -175,6 +178,8 @@ cat <<EOF
   Password:  $ADMIN_PASSWORD        (kept in var/admin_password)
 
   Kombo sandbox: $sandbox_note
+  Webhook:   curl -X POST http://127.0.0.1:$SANDBOX_PORT/_sandbox/webhooks/integration-created -d '{"organization_name": "Acme"}'
+             (a new integration gets the default plan: tick "default" on a plan first)
   Logs:      var/log/{sandbox,web,worker,beat}.log
 
   Ctrl-C stops everything.

@@ -3,6 +3,7 @@
 No Django and no database here: the sandbox is standard library only.
 """
 import json
+import re
 import threading
 import time
 
@@ -471,3 +472,143 @@ def test_stop_closes_the_port():
     sandbox.stop()
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/assessment/packages", headers=headers(), timeout=1)
+
+
+# --- webhooks: the sandbox as Kombo's sender -------------------------------------------------
+
+WEBHOOK_SECRET = "whsec_sandbox_test_0123456789"
+
+
+class _App:
+    """A stand-in for the app's /webhooks/kombo/: records what arrives, answers `status`."""
+
+    def __init__(self, status=200):
+        import http.server
+
+        self.received, self.status = [], status
+        app = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                app.received.append((self.path, dict(self.headers.items()), body))
+                answer = json.dumps({"status": "ok", "message": "Received."}).encode()
+                self.send_response(app.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/webhooks/kombo/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    app = _App()
+    yield app
+    app.close()
+
+
+def kombo_signature(body, secret=WEBHOOK_SECRET):
+    import base64
+    import hashlib
+    import hmac
+
+    return base64.urlsafe_b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def test_the_control_endpoint_sends_a_signed_integration_created_to_the_configured_url(http, receiver):
+    with KomboSandbox(api_key=KEY, webhook_url=receiver.url, webhook_secret=WEBHOOK_SECRET) as sandbox:
+        r = http.post(f"{control(sandbox)}/webhooks/integration-created",
+                      json={"organization_name": "Acme", "id": "personio:Abc123"}, timeout=5)
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert WEBHOOK_SECRET not in r.text and WEBHOOK_SECRET not in repr(sandbox)
+        (path, sent_headers, body), = receiver.received
+        assert path == "/webhooks/kombo/" and sent_headers["Content-Type"] == "application/json"
+        assert sent_headers["X-Kombo-Signature"] == kombo_signature(body) == answer["signature"]
+        event = json.loads(body)
+        assert answer == {"url": receiver.url, "event": event, "signature": answer["signature"], "status": 200,
+                          "response": {"status": "ok", "message": "Received."}}
+        assert set(event) == {"id", "type", "data"} and event["type"] == "integration-created"
+        assert re.fullmatch(r"[A-Za-z0-9]{24}", event["id"])
+        assert event["data"] == {"id": "personio:Abc123", "tool": "personio", "category": "ASSESSMENT",
+                                 "end_user": {"organization_name": "Acme", "creator_email": None, "origin_id": None}}
+        # Defaults: a generated integration id and a fresh event id every time.
+        http.post(f"{control(sandbox)}/webhooks/integration-created", timeout=5)
+        http.post(f"{control(sandbox)}/webhooks/integration-created", data="{}", timeout=5)
+        events = [json.loads(b) for _, _, b in receiver.received]
+        assert len({e["id"] for e in events}) == 3
+        assert re.fullmatch(r"recruitee:[A-Za-z0-9]{24}", events[1]["data"]["id"])
+        assert events[1]["data"]["id"] != events[2]["data"]["id"]
+        assert events[1]["data"]["end_user"]["organization_name"].startswith("Sandbox customer")
+        assert sandbox.requests() == []  # control calls are not Kombo requests
+
+
+def test_the_webhook_url_and_secret_can_be_overridden_and_the_apps_status_is_reported(http, receiver):
+    refusing = _App(status=401)
+    try:
+        with KomboSandbox(webhook_url=receiver.url, webhook_secret=WEBHOOK_SECRET) as sandbox:
+            r = http.post(f"{control(sandbox)}/webhooks/integration-created",
+                          json={"url": refusing.url, "secret": "other-secret", "category": "ATS"}, timeout=5)
+            assert r.status_code == 200 and r.json()["status"] == 401  # the app's answer, reported
+            assert "other-secret" not in r.text
+            (_, sent_headers, body), = refusing.received
+            assert sent_headers["X-Kombo-Signature"] == kombo_signature(body, "other-secret")
+            assert json.loads(body)["data"]["category"] == "ATS" and receiver.received == []
+    finally:
+        refusing.close()
+
+
+def test_send_and_deliver_webhook_in_process(receiver):
+    with KomboSandbox(webhook_url=receiver.url, webhook_secret=WEBHOOK_SECRET) as sandbox:
+        sent = sandbox.send_webhook(id="recruitee:X1", event_id="evt_fixed", organization_name="Acme")
+        assert sent["status"] == 200 and sent["event"]["id"] == "evt_fixed"
+        assert sandbox.deliver_webhook(b"raw", signature=None)["status"] == 200
+        assert sandbox.deliver_webhook(b"raw", signature="forged")["status"] == 200
+        signed = sandbox.deliver_webhook(b"raw")
+        assert signed["signature"] == kombo_signature(b"raw")
+        headers_sent = [h for _, h, _ in receiver.received]
+        assert "X-Kombo-Signature" not in headers_sent[1]
+        assert headers_sent[2]["X-Kombo-Signature"] == "forged"
+        with pytest.raises(ValueError, match="integration id"):
+            sandbox.send_webhook(id="no-colon")
+
+
+def test_webhook_control_endpoint_errors(http):
+    with KomboSandbox() as unconfigured:
+        r = http.post(f"{control(unconfigured)}/webhooks/integration-created", json={}, timeout=5)
+        assert r.status_code == 400 and "--webhook-url" in r.json()["error"]["message"]
+        r = http.post(f"{control(unconfigured)}/webhooks/integration-created",
+                      json={"url": "http://127.0.0.1:9/webhooks/kombo/"}, timeout=5)
+        assert r.status_code == 400 and "--webhook-secret-env" in r.json()["error"]["message"]
+    dead = f"http://127.0.0.1:{_free_port()}/webhooks/kombo/"
+    with KomboSandbox(webhook_url=dead, webhook_secret=WEBHOOK_SECRET) as sandbox:
+        endpoint = f"{control(sandbox)}/webhooks/integration-created"
+        r = http.post(endpoint, json={}, timeout=5)
+        assert r.status_code == 502 and dead in r.json()["error"]["message"]
+        assert WEBHOOK_SECRET not in r.text
+        for body, message in [({"id": "no-colon"}, "integration id"), ({"nope": 1}, "unknown fields: nope"),
+                              ({"organization_name": 3}, "organization_name must be a string"),
+                              ({"url": "ftp://x/"}, "http:// or https://"), ([], "JSON object")]:
+            r = http.post(endpoint, json=body, timeout=5)
+            assert r.status_code == 400 and message in r.json()["error"]["message"], (body, r.text)
+        assert http.post(endpoint, data="{oops", timeout=5).status_code == 400
+        assert http.get(endpoint, timeout=5).status_code == 405
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

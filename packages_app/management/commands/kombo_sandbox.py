@@ -6,9 +6,18 @@
 Drive it from another shell through its control endpoints, e.g.
     curl -X POST http://127.0.0.1:8765/_sandbox/faults -d '{"status": 503, "body": "<html>503</html>"}'
     curl http://127.0.0.1:8765/_sandbox/state
+
+Send Kombo's signed `integration-created` webhook to the app (the secret is read from the named
+environment variable, never from the command line, and never printed):
+    KOMBO_WEBHOOK_SECRET=... python manage.py kombo_sandbox \
+        --webhook-url http://127.0.0.1:8000/webhooks/kombo/ --webhook-secret-env KOMBO_WEBHOOK_SECRET
+    curl -X POST http://127.0.0.1:8765/_sandbox/webhooks/integration-created -d '{"organization_name": "Acme"}'
 """
 import ipaddress
+import os
+import re
 import signal
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -38,8 +47,15 @@ class Command(BaseCommand):
         parser.add_argument("--rate-limit", type=float, default=None, metavar="N",
                             help="Answer 429 beyond N requests per 1-second window (default: no limit).")
         parser.add_argument("--quiet", action="store_true", help="Do not log one line per request.")
+        parser.add_argument("--webhook-url", default=None, metavar="URL",
+                            help="Where POST /_sandbox/webhooks/integration-created sends Kombo's webhook "
+                                 "(the app's /webhooks/kombo/).")
+        parser.add_argument("--webhook-secret-env", default=None, metavar="NAME",
+                            help="Name of the environment variable holding the webhook secret the sandbox "
+                                 "signs with (the app's KOMBO_WEBHOOK_SECRET). Never the secret itself.")
 
-    def handle(self, *args, host, port, api_key, latency_ms, rate_limit, quiet, **options):
+    def handle(self, *args, host, port, api_key, latency_ms, rate_limit, quiet, webhook_url=None,
+               webhook_secret_env=None, **options):
         if not _is_loopback(host):
             raise CommandError(f"Refusing to listen on {host!r}: the sandbox only serves a loopback address "
                                "(127.0.0.1, ::1 or localhost).")
@@ -51,9 +67,23 @@ class Command(BaseCommand):
             raise CommandError("--rate-limit must be positive.")
         if api_key is None:
             api_key = getattr(settings, "KOMBO_API_KEY", None) or None
+        if webhook_url is not None:
+            parts = urlsplit(webhook_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise CommandError("--webhook-url must be an http:// or https:// URL.")
+        webhook_secret = None
+        if webhook_secret_env is not None:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", webhook_secret_env):
+                raise CommandError("--webhook-secret-env takes the NAME of an environment variable "
+                                   "(the secret itself never goes on the command line).")
+            webhook_secret = os.environ.get(webhook_secret_env) or None
+            if webhook_secret is None:
+                raise CommandError(f"The environment variable {webhook_secret_env} (--webhook-secret-env) "
+                                   "is not set or empty.")
         try:
             sandbox = KomboSandbox(host, port, api_key=api_key, latency=latency_ms / 1000,
-                                   rate_limit_per_second=rate_limit, verbose=not quiet)
+                                   rate_limit_per_second=rate_limit, verbose=not quiet,
+                                   webhook_url=webhook_url, webhook_secret=webhook_secret)
         except OSError as exc:
             raise CommandError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
@@ -64,6 +94,11 @@ class Command(BaseCommand):
         self.stdout.write(f"Kombo sandbox listening on {sandbox.url}")
         self.stdout.write("API key: " + ("the configured one" if api_key else "any non-empty Bearer token")
                           + ". Stop with Ctrl-C.")
+        if webhook_url:
+            self.stdout.write(
+                f"Webhooks: POST {sandbox.base_url}/_sandbox/webhooks/integration-created sends a signed "
+                f"integration-created to {webhook_url} (secret: "
+                + (f"${webhook_secret_env}" if webhook_secret else 'none configured; pass "secret"') + ").")
         self.stdout.flush()
         try:
             sandbox.serve_forever()

@@ -183,13 +183,26 @@ class PublishSummary:
 OUT_OF_SYNC = {SyncStatus.CHANGED, SyncStatus.NEVER_PUBLISHED, SyncStatus.FAILED}
 
 
-def out_of_sync_integrations():
-    """Active integrations whose catalogue differs from what Kombo last accepted (or never did)."""
-    integrations = list(Integration.objects.filter(is_active=True).with_sync_state().prefetch_related(None))
-    # Sync status compares hashes: the plans give them from plain values, in constant queries.
+def integrations_with_sync_status(queryset):
+    """The integrations of `queryset` with their sync status ready, in constant queries and no
+    package model instances: the plans give each current hash from plain values."""
+    # A fresh queryset over the same rows: the caller's may carry annotations of its own.
+    integrations = list(Integration.objects.filter(pk__in=queryset.values("pk")).with_sync_state()
+                        .prefetch_related(None))
     for integration, plan in zip(integrations, publication_plans(integrations=integrations)):
         _knows_its_hash(integration, plan)
-    return Integration.objects.filter(pk__in=[i.pk for i in integrations if i.sync_status in OUT_OF_SYNC])
+    return integrations
+
+
+def integrations_in_sync_status(queryset, statuses):
+    """`queryset` narrowed to the integrations whose sync status is one of `statuses`."""
+    matching = [i.pk for i in integrations_with_sync_status(queryset) if i.sync_status in statuses]
+    return queryset.filter(pk__in=matching)
+
+
+def out_of_sync_integrations():
+    """Active integrations whose catalogue differs from what Kombo last accepted (or never did)."""
+    return integrations_in_sync_status(Integration.objects.filter(is_active=True), OUT_OF_SYNC)
 
 
 def out_of_sync_previews():

@@ -37,9 +37,7 @@ class SyncStatusFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value() not in SyncStatus.values:
             return queryset
-        annotated = Integration.objects.with_sync_state().filter(pk__in=queryset.values("pk"))
-        matching = [i.pk for i in annotated if i.sync_status == self.value()]
-        return queryset.filter(pk__in=matching)
+        return selectors.integrations_in_sync_status(queryset, {self.value()})
 
 
 @admin.register(Integration)

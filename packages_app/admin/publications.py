@@ -27,7 +27,8 @@ class PublicationAdmin(admin.ModelAdmin):
     list_select_related = ("integration", "requested_by")
     # Years of history: no count of every publication on every page.
     show_full_result_count = False
-    date_hierarchy = "requested_at"
+    # No date_hierarchy: its year links cost a DISTINCT over every matching row (0.7 s of a
+    # 1 s page at a million publications); the requested-at filter offers the same periods.
     # What changes while a publication runs is in the live box above the form (it polls);
     # the fields below never change once the publication exists.
     fieldsets = (

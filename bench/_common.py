@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 # The brief's broker DB; BENCH_REDIS_URL overrides it when another run already uses DB 13.
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+# Databases are named <prefix><script>; BENCH_DB_PREFIX keeps two runs at once (two checkouts, two
+# people) from dropping each other's database.
+DB_PREFIX = os.environ.get("BENCH_DB_PREFIX", "bench_kombo_")
 API_KEY = "bench-key-0000000000"
 PACKAGE_TYPES = ("BEHAVIORAL", "VIDEO_INTERVIEW", "SKILLS_TEST", "BACKGROUND_CHECK", "REFERENCE_CHECK")
 
@@ -253,7 +256,7 @@ class BenchRun:
     """Create the database (and a temp var dir) on enter, drop them on exit, whatever happens."""
 
     def __init__(self, name):
-        self.db_name = f"bench_kombo_{name}"
+        self.db_name = f"{DB_PREFIX}{name}"
         self.tmp = tempfile.TemporaryDirectory(prefix=f"bench_kombo_{name}_")
         self.var_dir = Path(self.tmp.name)
         # Worker logs outlive the run, for a look afterwards.
@@ -390,6 +393,10 @@ class Worker:
                 pass
         return total
 
+    def cpu_ns(self):
+        """CPU nanoseconds of the worker's main process and its live pool processes (schedstat)."""
+        return sum(pids_cpu_ns([self.pid, *self.children()]).values())
+
     def children(self):
         try:
             text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
@@ -423,6 +430,52 @@ def proc_cpu_seconds(pid):
     """User + system CPU seconds of one process so far (its own, not its reaped children's)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu_ns(pid):
+    """CPU nanoseconds of one process's live threads so far, from /proc/<pid>/task/*/schedstat
+    (the scheduler's own run time, to the nanosecond; /proc/<pid>/stat counts 10 ms clock ticks,
+    too coarse for a few hundred publications split over several processes). Falls back to stat."""
+    total, found = 0, False
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        tasks = []
+    for tid in tasks:
+        try:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+            found = True
+        except (OSError, ValueError, IndexError):
+            continue
+    if not found:
+        return int(proc_cpu_seconds(pid) * 1e9)
+    return total
+
+
+def pids_cpu_ns(pids):
+    """{pid: CPU ns} for the processes in `pids` still alive."""
+    out = {}
+    for pid in pids:
+        try:
+            out[pid] = proc_cpu_ns(pid)
+        except OSError:
+            continue
+    return out
+
+
+def database_backends(db_name):
+    """{backend pid: client port} of the client backends connected to `db_name` now (PostgreSQL
+    runs on this machine, so a backend pid is a process we can read in /proc)."""
+    with _admin_connection() as conn:
+        rows = conn.execute(
+            "SELECT pid, client_port FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'",
+            (db_name,)).fetchall()
+    return {pid: port for pid, port in rows}
+
+
+def local_ports(pids):
+    """Local TCP ports of the sockets `pids` hold (their database connections among them)."""
+    return _local_ports(pids)
 
 
 def named_processes_cpu(name):

@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -609,3 +610,39 @@ def run_child(argv, *, timeout):
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
         raise RuntimeError(f"child {' '.join(argv)} failed with exit code {proc.returncode}")
     return payload
+
+
+def bare_loop(url, items, threads):
+    """PUT every (integration_id, body) once with `threads` threads, one requests.Session each,
+    the headers the app's KomboClient sends. Returns (seconds, statuses, cpu seconds)."""
+    import requests
+
+    lock = threading.Lock()
+    queue = iter(items)
+    statuses = []
+
+    def run():
+        session = requests.Session()
+        while True:
+            with lock:
+                item = next(queue, None)
+            if item is None:
+                break
+            integration_id, body = item
+            response = session.put(
+                f"{url}/assessment/packages", data=body, timeout=(5.0, 30.0),
+                headers={"Authorization": f"Bearer {API_KEY}", "X-Integration-Id": integration_id,
+                         "Content-Type": "application/json", "Accept": "application/json"},
+            )
+            response.json()  # the app decodes every answer too
+            with lock:
+                statuses.append(response.status_code)
+        session.close()
+
+    pool = [threading.Thread(target=run) for _ in range(threads)]
+    cpu0, started = time.process_time(), time.monotonic()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return time.monotonic() - started, statuses, time.process_time() - cpu0

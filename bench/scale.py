@@ -48,7 +48,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from html.parser import HTMLParser
@@ -434,41 +433,6 @@ def explain(sql):
 
 # --- the publish ------------------------------------------------------------------------------
 
-def bare_loop(url, items, threads=THREADS):
-    """PUT every (kombo integration id, body) once with `threads` threads, one requests.Session
-    each, the headers the app's client sends, every answer decoded. (seconds, statuses)."""
-    import requests
-
-    lock = threading.Lock()
-    queue = iter(items)
-    statuses = []
-
-    def run():
-        session = requests.Session()
-        while True:
-            with lock:
-                item = next(queue, None)
-            if item is None:
-                break
-            integration_id, body = item
-            response = session.put(
-                f"{url}/assessment/packages", data=body, timeout=(5.0, 30.0),
-                headers={"Authorization": f"Bearer {c.API_KEY}", "X-Integration-Id": integration_id,
-                         "Content-Type": "application/json", "Accept": "application/json"})
-            response.json()
-            with lock:
-                statuses.append(response.status_code)
-        session.close()
-
-    pool = [threading.Thread(target=run) for _ in range(threads)]
-    started = time.monotonic()
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return time.monotonic() - started, statuses
-
-
 def own_backend_pid():
     from django.db import connection
 
@@ -492,7 +456,7 @@ def run_publish(env, sandbox, log_dir, keep, db_name):
     def bare():
         sandbox.reset()
         cpu0, server0 = time.process_time(), sandbox.cpu_seconds()
-        seconds, statuses = bare_loop(sandbox.url, items)
+        seconds, statuses, _ = c.bare_loop(sandbox.url, items, THREADS)
         out["bare"].append({"seconds": seconds, "ok": statuses.count(200), "n": len(items),
                             "client_cpu": time.process_time() - cpu0, "server_cpu": sandbox.cpu_seconds() - server0})
 

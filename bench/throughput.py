@@ -29,7 +29,6 @@ before), so the same script measures both; see bench/README.md for the "before" 
 import argparse
 import statistics
 import sys
-import threading
 import time
 import types
 
@@ -42,42 +41,6 @@ CATALOGUE_SIZE = 100
 DIRECT_PUTS_SECONDS = 2.0  # (c): about this long of measured PUTs (plus one warm-up), at most 100
 PACED_RATE = 1000   # per second: pacing on, but never the limit here
 WARM_UP = 12        # publications through a new worker before the clock runs
-
-
-def bare_loop(url, items, threads=THREADS):
-    """PUT every (integration_id, body) once with `threads` threads, one requests.Session each,
-    the headers the app's KomboClient sends. Returns (seconds, statuses, cpu seconds)."""
-    import requests
-
-    lock = threading.Lock()
-    queue = iter(items)
-    statuses = []
-
-    def run():
-        session = requests.Session()
-        while True:
-            with lock:
-                item = next(queue, None)
-            if item is None:
-                break
-            integration_id, body = item
-            response = session.put(
-                f"{url}/assessment/packages", data=body, timeout=(5.0, 30.0),
-                headers={"Authorization": f"Bearer {c.API_KEY}", "X-Integration-Id": integration_id,
-                         "Content-Type": "application/json", "Accept": "application/json"},
-            )
-            response.json()  # the app decodes every answer too
-            with lock:
-                statuses.append(response.status_code)
-        session.close()
-
-    pool = [threading.Thread(target=run) for _ in range(threads)]
-    cpu0, started = time.process_time(), time.monotonic()
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return time.monotonic() - started, statuses, time.process_time() - cpu0
 
 
 def gap_between_puts(puts, processes=THREADS):
@@ -95,7 +58,7 @@ def gap_between_puts(puts, processes=THREADS):
 def run_bare(sandbox, items):
     sandbox.reset()
     cpu0 = sandbox.cpu_seconds()
-    seconds, statuses, cpu = bare_loop(sandbox.url, items)
+    seconds, statuses, cpu = c.bare_loop(sandbox.url, items, THREADS)
     server_cpu = sandbox.cpu_seconds() - cpu0
     return {"n": len(items), "seconds": seconds, "ok": statuses.count(200), "client_cpu": cpu,
             "server_cpu": server_cpu, "gap_s": gap_between_puts(sandbox.requests("PUT"))}

@@ -23,8 +23,8 @@ from .display import (
     publication_badge,
 )
 from .mixins import ChangeHistoryWithValuesMixin
-from .widgets import SafeAutocompleteMixin
 from .publish import PublishFlowMixin
+from .widgets import SafeAutocompleteMixin
 
 
 class SyncStatusFilter(admin.SimpleListFilter):

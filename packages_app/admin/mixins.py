@@ -1,4 +1,4 @@
-"""Change history that records the values, not only the names of the fields changed."""
+"""ModelAdmin mixins: change history that records the values, and read-only ledgers."""
 
 from .. import history
 
@@ -26,3 +26,16 @@ class ChangeHistoryWithValuesMixin:
 
 
 # --- catalogue ------------------------------------------------------------------------------
+
+
+class ReadOnlyAdminMixin:
+    """A ledger: rows are written by the engine only, never added, edited or deleted by hand."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -14,10 +14,11 @@ from ..models import (
     Publication,
 )
 from .display import NO_CANCEL_REASON, PUBLISH_PERMISSION, cancel_summary, plural, publication_badge, publication_title
+from .mixins import ReadOnlyAdminMixin
 
 
 @admin.register(Publication)
-class PublicationAdmin(admin.ModelAdmin):
+class PublicationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "integration", "status_badge", "requested_at", "requested_by",
                     "package_count", "attempts", "http_status", "error_code", "warning_count")
     list_display_links = ("id", "status_badge")
@@ -39,15 +40,6 @@ class PublicationAdmin(admin.ModelAdmin):
                        "body_sha256", "pretty_body")
     change_form_template = "admin/packages_app/publication/change_form.html"
     actions = ("cancel_selected",)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):

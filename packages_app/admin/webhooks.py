@@ -8,6 +8,7 @@ from django.utils.html import format_html
 
 from ..models import WebhookEvent
 from .display import badge
+from .mixins import ReadOnlyAdminMixin
 
 OUTCOME_COLOURS = {
     WebhookEvent.Outcome.RECEIVED: "#1f5fa8",
@@ -21,7 +22,7 @@ OUTCOME_COLOURS = {
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(admin.ModelAdmin):
+class WebhookEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("received", "event_type", "event_id", "outcome_badge", "integration_name")
     list_display_links = ("received", "event_id")
     list_filter = ("type", "outcome")
@@ -32,15 +33,6 @@ class WebhookEventAdmin(admin.ModelAdmin):
     fields = ("event_id", "type", "received_at", "outcome_badge", "processed_at", "integration_link",
               "detail", "error", "pretty_payload")
     readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="received", ordering="received_at")
     def received(self, obj):

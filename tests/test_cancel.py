@@ -58,8 +58,7 @@ def test_one_in_flight_ends_as_cancelled_after_its_request_keeping_kombos_answer
     assert p.status == "sending" and p.cancel_requested_at and p.cancelled_by == staff
     success = KomboSuccess(http_status=200, warnings=["w"], body_text='{"status":"success"}', limit_headers={},
                            elapsed=0.2)
-    assert transitions.record_successes([(taken, success, timezone.now())], token="r" * 32) == {
-        three[0]: "cancelled"}
+    assert transitions.record_success(taken, success, timezone.now(), token="r" * 32) == "cancelled"
     p.refresh_from_db()
     assert (p.status, p.http_status, p.warnings, p.response_body) == ("cancelled", 200, ["w"], '{"status":"success"}')
     assert "its answer is kept" in p.failure_reason and p.finished_at
@@ -138,7 +137,7 @@ def test_a_list_kombo_accepted_while_cancelled_counts_as_what_kombo_holds(three,
     taken = _in_flight(three[0])
     publishing.publications_cancel(publication_ids=[three[0]], cancelled_by=staff, reason="Stop")
     success = KomboSuccess(http_status=200, warnings=[], body_text="{}", limit_headers={}, elapsed=0.1)
-    transitions.record_successes([(taken, success, timezone.now())], token="r" * 32)
+    transitions.record_success(taken, success, timezone.now(), token="r" * 32)
     p = Publication.objects.get(pk=three[0])
     integration = Integration.objects.with_sync_state().get(pk=p.integration_id)
     assert integration.last_succeeded_sha256 == p.body_sha256

@@ -106,7 +106,7 @@ def _run(ids, clock, results):
         wait = LEASE_BUSY_RETRY_SECONDS * (1 + random.random())
         queueing.publications_enqueue(publication_ids=busy, countdown=wait)
         results |= {pk: ExecuteResult(Status.QUEUED, retry_in=wait) for pk in busy}
-    pending, answers, requeue_in, paced = list(took.taken), [], None, False
+    pending, requeue_in, paced = list(took.taken), None, False
     try:
         while pending:
             one = pending[0]
@@ -123,8 +123,10 @@ def _run(ids, clock, results):
             pending.pop(0)
             outcome, stop = _send(one)
             if isinstance(outcome, kombo.KomboSuccess):
-                answers.append((one, outcome, timezone.now()))
-                results[one.publication_id] = ExecuteResult(Status.SUCCEEDED, sent=True)
+                # Recorded at once: staff see it, and a worker killed later in the batch does not
+                # make the sweep send it again.
+                status = transitions.record_success(one, outcome, timezone.now(), token=token)
+                results[one.publication_id] = ExecuteResult(status, sent=True)
                 continue
             status, wait = transitions.record_error(one, outcome, token=token)
             leases_release([one.integration_id], token=token)
@@ -138,17 +140,12 @@ def _run(ids, clock, results):
             if stop:
                 break
     finally:
-        # Whatever happened above: what was sent is recorded, what was not is handed back, and
-        # no lease of this run outlives it. Each step runs even if the one before failed.
+        # Whatever happened above: what was not sent is handed back, and no lease of this run
+        # outlives it, even if handing back failed.
         try:
-            recorded = transitions.record_successes(answers, token=token)
-            for taken, _, _ in answers:
-                results[taken.publication_id] = ExecuteResult(recorded.get(taken.publication_id), sent=True)
+            _hand_back(pending, token, requeue_in, paced, results)
         finally:
-            try:
-                _hand_back(pending, token, requeue_in, paced, results)
-            finally:
-                leases_release({t.integration_id for t in took.taken}, token=token)
+            leases_release({t.integration_id for t in took.taken}, token=token)
 
 
 def _hand_back(pending, token, requeue_in, paced, results):

@@ -10,7 +10,7 @@ import logging
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import Case, DateTimeField, F, TextField, Value, When
+from django.db.models import F, TextField, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
@@ -82,61 +82,48 @@ def cancel(ids, *, reason, cancelled_by=None):
     return ended, marked
 
 
-def _ends_cancelled_if_asked(value_if_not, value_if_cancelled):
-    return Case(When(cancel_requested_at__isnull=False, then=Value(value_if_cancelled)),
-                default=Value(value_if_not))
-
-
 def _kept_cancel_reason():
     return Concat(F("failure_reason"), Value(IN_FLIGHT_CANCEL), output_field=TextField())
 
 
-def _unless_cancelled(when, if_cancelled):
-    """A time column: `when`, or `if_cancelled` for a row staff asked to cancel."""
-    if when == if_cancelled:
-        return when  # (two NULLs in a CASE would be typed text on PostgreSQL)
-    return Case(When(cancel_requested_at__isnull=False, then=Value(if_cancelled, output_field=DateTimeField())),
-                default=Value(when, output_field=DateTimeField()), output_field=DateTimeField())
+def _end_taken(taken, *, token, action, values, if_cancelled):
+    """The one write that ends a take: the row goes to `values`, or, if staff asked to cancel it
+    meanwhile, to `values` overridden by `if_cancelled` (status cancelled). Two plain guarded
+    UPDATEs, the second only when the first matched nothing (a cancel was asked, or this run no
+    longer holds the row). Returns the status written, or None."""
+    rows = guards.guarded([taken.publication_id], expect=[Status.SENDING], token=token)
+    pk = [taken.publication_id]
+    if guards.write(rows.filter(cancel_requested_at__isnull=True), pk, action=action, explain=False, **values):
+        return values["status"]
+    if guards.write(rows.filter(cancel_requested_at__isnull=False), pk, action=action,
+                    **(values | if_cancelled | {"status": Status.CANCELLED})):
+        return Status.CANCELLED
+    return None
 
 
-def record_successes(answers, *, token):
-    """Store Kombo's successful answers (Answer tuples: taken, success, finished_at) and close
-    their attempts: four statements however many. Returns {publication id: status now}."""
-    if not answers:
-        return {}
-    rows = []
-    for taken, success, finished_at in answers:
-        row = Publication(pk=taken.publication_id, http_status=success.http_status,
-                          response_body=success.body_text, warnings=success.warnings,
-                          rate_limit_headers=success.limit_headers, finished_at=finished_at,
-                          error_code="", error_title="", error_message="", error_log_url="",
-                          next_attempt_at=None)
-        row.status = _ends_cancelled_if_asked(Status.SUCCEEDED, Status.CANCELLED)
-        row.failure_reason = Case(When(cancel_requested_at__isnull=False,
-                                       then=_kept_cancel_reason()), default=Value(""), output_field=TextField())
-        rows.append(row)
-    ids = [taken.publication_id for taken, _, _ in answers]
+def _status_now(pk):
+    return Publication.objects.filter(pk=pk).values_list("status", flat=True).first()
+
+
+def record_success(taken, success, finished_at, *, token):
+    """Store Kombo's successful answer for one attempt and close the attempt, as soon as it came:
+    succeeded, or cancelled (Kombo's answer kept) if staff asked meanwhile. Returns the status now."""
     with transaction.atomic():
-        written = guards.guarded(ids, expect=[Status.SENDING], token=token).bulk_update(rows, [
-            "status", "http_status", "response_body", "warnings", "rate_limit_headers", "finished_at",
-            "error_code", "error_title", "error_message", "error_log_url", "next_attempt_at", "failure_reason"])
-        attempts = [PublicationAttempt(pk=taken.attempt_id, finished_at=finished_at, http_status=success.http_status,
-                                       outcome=outcomes.SUCCEEDED, message=outcomes.success_message(success))
-                    for taken, success, finished_at in answers]
-        PublicationAttempt.objects.filter(
-            finished_at__isnull=True, publication__lease_token=token,
-            publication__status__in=[Status.SUCCEEDED, Status.CANCELLED],
-        ).bulk_update(attempts, ["finished_at", "http_status", "outcome", "message"])
-        now = dict(Publication.objects.filter(pk__in=ids).values_list("pk", "status"))
-    if written < len(ids):
-        guards.explain_unmatched([pk for pk in ids if now.get(pk) not in (Status.SUCCEEDED, Status.CANCELLED)],
-                                 action="recorded as succeeded")
-    for taken, success, _ in answers:
-        for warning in success.warnings:
-            logger.warning("Kombo warning for %s (publication %s): %s",
-                           taken.kombo_integration_id, taken.publication_id, warning)
-        logger.info("Publication %s %s (HTTP %s).", taken.publication_id, now.get(taken.publication_id), success.http_status)
-    return now
+        status = _end_taken(taken, token=token, action="recorded as succeeded", values=dict(
+            status=Status.SUCCEEDED, http_status=success.http_status, response_body=success.body_text,
+            warnings=success.warnings, rate_limit_headers=success.limit_headers, finished_at=finished_at,
+            error_code="", error_title="", error_message="", error_log_url="", next_attempt_at=None,
+            failure_reason=""), if_cancelled=dict(failure_reason=_kept_cancel_reason()))
+        if status:
+            PublicationAttempt.objects.filter(pk=taken.attempt_id, finished_at__isnull=True).update(
+                finished_at=finished_at, http_status=success.http_status, outcome=outcomes.SUCCEEDED,
+                message=outcomes.success_message(success))
+    for warning in success.warnings:
+        logger.warning("Kombo warning for %s (publication %s): %s",
+                       taken.kombo_integration_id, taken.publication_id, warning)
+    status = status or _status_now(taken.publication_id)
+    logger.info("Publication %s %s (HTTP %s).", taken.publication_id, status, success.http_status)
+    return status
 
 
 def record_error(taken, error, *, token):
@@ -145,23 +132,18 @@ def record_error(taken, error, *, token):
     now = timezone.now()
     step = outcomes.after_error(error, spent=taken.spent, started_at=taken.started_at, now=now)
     next_at = now + timedelta(seconds=step.wait) if step.wait is not None else None
-    ends = step.status == Status.FAILED
     with transaction.atomic():
-        written = guards.write(
-            guards.guarded([taken.publication_id], expect=[Status.SENDING], token=token), [taken.publication_id],
-            action=f"recorded as {step.status}",
-            status=_ends_cancelled_if_asked(step.status, Status.CANCELLED),
-            next_attempt_at=_unless_cancelled(next_at, None),
-            finished_at=_unless_cancelled(now if ends else None, now),
-            failure_reason=Case(When(cancel_requested_at__isnull=False,
-                                     then=_kept_cancel_reason()), default=Value(step.reason), output_field=TextField()),
+        status = _end_taken(taken, token=token, action=f"recorded as {step.status}", values=dict(
+            status=step.status, next_attempt_at=next_at,
+            finished_at=now if step.status == Status.FAILED else None, failure_reason=step.reason,
             **outcomes.error_fields(error),
-        )
-        if written:
+        ), if_cancelled=dict(next_attempt_at=None, finished_at=now, failure_reason=_kept_cancel_reason()))
+        if status:
             PublicationAttempt.objects.filter(pk=taken.attempt_id, finished_at__isnull=True).update(**guards.fit(
                 PublicationAttempt, dict(finished_at=now, http_status=error.http_status, error_code=str(error.code or ""),
                                          outcome=step.outcome, message=error.reason, wait_seconds=step.wait)))
-        status = Publication.objects.values_list("status", flat=True).get(pk=taken.publication_id)
+    written = status is not None
+    status = status or _status_now(taken.publication_id)
     log = logger.warning if status in Publication.INCOMPLETE_STATUSES else logger.info
     log("Publication %s attempt %s: %s -> %s", taken.publication_id, taken.number, error.reason, status)
     return status, (step.wait if written and status == step.status else None)
@@ -170,20 +152,16 @@ def record_error(taken, error, *, token):
 def hand_back(taken_list, *, token):
     """Undo the take of publications whose request was never made (the batch ran out of time,
     Kombo asked everyone to slow down, no pacing slot): each as it was before, its open attempt
-    gone; ended as cancelled if staff asked meanwhile. Returns {id: status now}."""
+    gone; ended as cancelled if staff asked meanwhile. Returns {id: status now} of those handed back."""
     back = {}
     for taken in taken_list:
         status, next_attempt_at, started_at = taken.previous
         with transaction.atomic():
-            written = guards.write(
-                guards.guarded([taken.publication_id], expect=[Status.SENDING], token=token),
-                [taken.publication_id], action="handed back",
-                status=_ends_cancelled_if_asked(status, Status.CANCELLED),
-                next_attempt_at=next_attempt_at, started_at=started_at, attempts=F("attempts") - 1,
-                finished_at=_unless_cancelled(None, timezone.now()),
-            )
+            written = _end_taken(taken, token=token, action="handed back", values=dict(
+                status=status, next_attempt_at=next_attempt_at, started_at=started_at,
+                attempts=F("attempts") - 1, finished_at=None,
+            ), if_cancelled=dict(next_attempt_at=None, finished_at=timezone.now()))
             if written:
                 PublicationAttempt.objects.filter(pk=taken.attempt_id, finished_at__isnull=True).delete()
-                back[taken.publication_id] = Publication.objects.values_list("status", flat=True).get(
-                    pk=taken.publication_id)
+                back[taken.publication_id] = written
     return back

@@ -177,13 +177,23 @@ def _text_excerpt(text, limit=300):
     return plain[:limit] + ("…" if len(plain) > limit else "")
 
 
+def _session():
+    """A requests Session that looks at the environment only if a proxy is configured there.
+    Otherwise requests would read the proxy variables and ~/.netrc again on every call (a
+    measurable share of a publish's CPU), and a netrc entry for Kombo's host would replace the
+    bearer token with Basic auth."""
+    session = requests.Session()
+    session.trust_env = bool(requests.utils.getproxies())
+    return session
+
+
 class KomboClient:
     """One method per Kombo call. Reuse one instance (and its connection pool) per process."""
 
     def __init__(self, *, api_key, connect_timeout=5.0, read_timeout=30.0, session=None):
         self._api_key = api_key
         self.timeout = (connect_timeout, read_timeout)
-        self.session = session or requests.Session()
+        self.session = session or _session()
 
     def __repr__(self):
         return f"<KomboClient timeout={self.timeout}>"  # never the key

@@ -348,3 +348,18 @@ def test_every_link_from_kombos_answers_goes_through_the_filter():
         for line in template.read_text().splitlines():
             if "href=" in line and "log_url" in line:
                 assert "|kombo_link" in line, f"{template.name}: a Kombo link without the filter: {line.strip()}"
+
+
+def test_a_netrc_entry_for_kombos_host_never_replaces_the_bearer_token(sandbox, tmp_path, monkeypatch):
+    """requests would take Basic auth from ~/.netrc for the host when it reads the environment;
+    the client reads it only when a proxy is configured, and sends its bearer token either way."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password something\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    client = KomboClient(api_key=KEY, connect_timeout=1, read_timeout=1)
+    assert put(client, sandbox).http_status == 200
+    (request,) = sandbox.requests("PUT")
+    assert {k.lower(): v for k, v in request.headers.items()}["authorization"] == f"Bearer {KEY}"

@@ -31,7 +31,7 @@ def leases_acquire(integration_ids, *, token, seconds):
     """
     if not integration_ids:
         return set()
-    free = Integration.objects.filter(pk__in=integration_ids).filter(expired_or_free())
+    free = Integration.objects.filter(pk__in=integration_ids).filter(expired_or_free()).order_by()
     if connection.features.has_select_for_update_skip_locked:
         free = free.select_for_update(skip_locked=True)
     leased = set(free.values_list("pk", flat=True))

@@ -115,8 +115,8 @@ def take(publication_ids, *, token, lease_seconds):
 def _read(ids):
     """The rows and what deciding needs, locked; rows another transaction holds are skipped."""
     newer = Publication.objects.filter(integration_id=OuterRef("integration_id"), pk__gt=OuterRef("pk"))
-    spent = (PublicationAttempt.objects.filter(publication=OuterRef("pk"))
-             .exclude(outcome=outcomes.SYNC_PENDING).values("publication")
+    spent = (PublicationAttempt.objects.filter(publication_id=OuterRef("pk"))
+             .exclude(outcome=outcomes.SYNC_PENDING).order_by().values("publication_id")
              .annotate(n=Count("pk")).values("n")[:1])
     rows = Publication.objects.filter(pk__in=ids)
     if connection.features.has_select_for_update_skip_locked:

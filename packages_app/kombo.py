@@ -1,4 +1,5 @@
-"""HTTP client for Kombo's assessment-packages API, and the classification of its answers.
+"""HTTP client for Kombo's assessment API (the package list: PUT and GET; the orders list: GET),
+and the classification of its answers.
 
 It knows HTTP and Kombo's contract (`set-packages.md`, `NOTES.md`) and nothing else: no Django, no
 database, no retries. Every answer that is not a success becomes a `KomboError` whose `kind` says
@@ -72,6 +73,7 @@ INTEGRATION_PERMANENT_CODES = {
 INTEGRATION_PERMANENT_PREFIXES = ("INTEGRATION.MODEL_",)
 SYNC_PENDING_CODE = "INTEGRATION.SETUP_SYNC_PENDING"
 TRANSIENT_HTTP_STATUSES = {429, 502, 503, 504}
+ORDERS_PAGE_MAX = 250  # Kombo's largest page of orders (NOTES.md)
 LOCATION_LIMIT = 300  # characters of a redirect's Location kept in the reason
 
 # How much longer than the normal backoff a kind of transient error should wait (NOTES.md).
@@ -120,6 +122,14 @@ class KomboSuccess:
     body_text: str
     limit_headers: dict
     elapsed: float
+
+
+@dataclass
+class OrdersPage:
+    results: list          # order objects as Kombo sends them (`package_id` among their fields)
+    next: str | None       # the cursor of the next page; None on the last page
+    elapsed: float = 0.0
+    limit_headers: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -206,12 +216,15 @@ class KomboClient:
             "Accept": "application/json",
         }
 
-    def _send(self, method, url, integration_id, data=None):
+    def _send(self, method, url, integration_id, data=None, *, params=None, timeout=None):
+        """One request. `timeout` (connect, read) overrides the client's for this call (the
+        confirmation page reads with short ones)."""
         started = time.monotonic()
         headers = self._headers(integration_id)
+        timeout = timeout or self.timeout
         try:
             response = self.session.request(
-                method, url, data=data, headers=headers, timeout=self.timeout,
+                method, url, data=data, params=params, headers=headers, timeout=timeout,
                 allow_redirects=False,  # a redirected PUT loses its method or its body
             )
         except _BAD_URL_ERRORS as exc:
@@ -234,13 +247,13 @@ class KomboClient:
         except requests.exceptions.ConnectTimeout:
             raise KomboError(
                 ErrorKind.TRANSIENT,
-                f"Could not connect to Kombo within {self.timeout[0]:g} s.",
+                f"Could not connect to Kombo within {timeout[0]:g} s.",
                 elapsed=time.monotonic() - started,
             ) from None
         except requests.exceptions.ReadTimeout:
             raise KomboError(
                 ErrorKind.TRANSIENT,
-                f"Kombo did not answer within {self.timeout[1]:g} s (read timeout).",
+                f"Kombo did not answer within {timeout[1]:g} s (read timeout).",
                 elapsed=time.monotonic() - started,
             ) from None
         except requests.exceptions.ConnectionError as exc:
@@ -283,9 +296,10 @@ class KomboClient:
             elapsed=elapsed,
         )
 
-    def get_packages(self, *, base_url, integration_id) -> list:
+    def get_packages(self, *, base_url, integration_id, timeout=None) -> list:
         """GET the packages Kombo has now (for a drift check). `type`/`updated_at` may be null."""
-        response, elapsed = self._send("GET", f"{base_url}/assessment/packages", integration_id)
+        response, elapsed = self._send("GET", f"{base_url}/assessment/packages", integration_id,
+                                       timeout=timeout)
         payload = _decode(response, elapsed)
         data = payload.get("data")
         packages = data.get("packages") if isinstance(data, dict) else None
@@ -295,6 +309,28 @@ class KomboClient:
                 http_status=response.status_code, body_text=response.text, elapsed=elapsed,
             )
         return packages
+
+    def list_orders(self, *, base_url, integration_id, statuses=("OPEN",), page_size=ORDERS_PAGE_MAX,
+                    cursor=None, timeout=None) -> "OrdersPage":
+        """One page of `GET /assessment/orders` (NOTES.md "Around the call"): the orders with one
+        of `statuses`, and the cursor of the next page (None on the last)."""
+        params = {"statuses": ",".join(statuses), "page_size": str(min(int(page_size), ORDERS_PAGE_MAX))}
+        if cursor:
+            params["cursor"] = cursor
+        response, elapsed = self._send("GET", f"{base_url}/assessment/orders", integration_id,
+                                       params=params, timeout=timeout)
+        payload = _decode(response, elapsed)
+        data = payload.get("data")
+        results = data.get("results") if isinstance(data, dict) else None
+        following = data.get("next") if isinstance(data, dict) else None
+        if (not isinstance(results, list) or not all(isinstance(o, dict) for o in results)
+                or not (following is None or isinstance(following, str))):
+            raise KomboError(
+                ErrorKind.TRANSIENT, "Kombo's answer has no list of orders.",
+                http_status=response.status_code, body_text=response.text, elapsed=elapsed,
+            )
+        return OrdersPage(results=results, next=following or None, elapsed=elapsed,
+                          limit_headers=_limit_headers(response))
 
 
 # Errors in building the request from the URL. They subclass RequestException (and ValueError),

@@ -1,10 +1,11 @@
-"""A local stand-in for Kombo's assessment-packages API (`PUT`/`GET /v1/assessment/packages`).
+"""A local stand-in for Kombo's assessment API (`PUT`/`GET /v1/assessment/packages`,
+`GET /v1/assessment/orders`).
 
 Nothing in this project may reach Kombo, so newcomers (through `manage.py kombo_sandbox`) and the
 tests (in-process with `KomboSandbox().start()`, or as a subprocess) talk to this server instead.
 It follows the contract in `set-packages.md` and the facts in `NOTES.md`: the request and answer
 shapes, the error shape and codes, the rate-limit and concurrency headers, replace-the-whole-list
-semantics with "deleted" marking, and the GET read-back.
+semantics with "deleted" marking, the GET read-back, and the orders list (paged with `next`).
 
 It is real HTTP on 127.0.0.1 (`http.server.ThreadingHTTPServer`, one daemon thread per
 connection), HTTP/1.1 with keep-alive (every answer carries Content-Length), so a
@@ -12,11 +13,14 @@ connection), HTTP/1.1 with keep-alive (every answer carries Content-Length), so 
 no Django import here.
 
 Beyond the contract, tests can script misbehaviour:
-- `enqueue_fault(Fault(...))`: the next matching request gets an arbitrary status/body/headers, a
+- `enqueue_fault(Fault(...))`: the next matching request (by integration id and, optionally, path)
+  gets an arbitrary status/body/headers, a
   delay, or an abrupt connection reset; with `apply=True` the PUT is applied first ("Kombo did it
   but the answer was lost"). See `Fault` for the "slow server" rule.
 - magic tool slugs in X-Integration-Id (`notfound:`, `syncpending:`, `inactive:`, `workday:`,
   `successfactors:`), `latency`, `rate_limit_per_second`, `concurrency_limit`, `extra_warnings`.
+- `add_packages()` (packages only Kombo has), `add_orders()` (what `GET /assessment/orders`
+  lists, `page_size` at most 250, `statuses`/`ids` filters, an opaque `next` cursor).
 - `requests()`, `max_in_flight()`, `packages()`, `deleted_ids()` to assert what happened.
 
 Processes that do not share memory with the sandbox drive it over HTTP under `/_sandbox/`
@@ -25,7 +29,14 @@ Processes that do not share memory with the sandbox drive it over HTTP under `/_
     POST /_sandbox/reset                                                               -> 204
     POST /_sandbox/warnings   {"messages": [...]} replaces extra_warnings              -> 204
     GET  /_sandbox/requests   recorded requests (Authorization shown as "Bearer ***")
-    GET  /_sandbox/state      {integration_id: {"packages", "deleted", "max_in_flight"}}
+    GET  /_sandbox/state      {integration_id: {"packages", "deleted", "max_in_flight"}}, and
+                              "orders" where orders were seeded
+    POST /_sandbox/packages   {"integration_id", "packages": [{"id", "name", "description",
+                              "type"}]}: packages added at Kombo outside the product (its
+                              dashboard, another system); `type`/`description` may be null -> 204
+    POST /_sandbox/orders     {"integration_id", "orders": [{"package_id", "status", "id"}]} or
+                              {"integration_id", "package_id", "count", "status"}: seed orders
+                              (status OPEN unless given, ids generated)                  -> 204
     POST /_sandbox/webhooks/integration-created
                               send Kombo's signed `integration-created` webhook to the app -> 200
 
@@ -72,7 +83,7 @@ import urllib.request
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 __all__ = ["Fault", "RecordedRequest", "KomboSandbox", "PACKAGE_TYPES", "sign_webhook"]
 
@@ -80,6 +91,10 @@ PACKAGE_TYPES = ("BEHAVIORAL", "VIDEO_INTERVIEW", "SKILLS_TEST", "BACKGROUND_CHE
 PACKAGE_FIELDS = ("id", "type", "name", "description")
 INTEGRATION_ID_RE = re.compile(r"^[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+$")
 ROUTE_SUFFIX = "/assessment/packages"
+ORDERS_SUFFIX = "/assessment/orders"
+ORDER_STATUSES = ("OPEN", "COMPLETED", "CANCELLED", "REJECTED")
+ORDERS_PAGE_DEFAULT = 100
+ORDERS_PAGE_MAX = 250
 CONTROL_PREFIX = "/_sandbox/"
 LONG_NAME = 50
 
@@ -139,12 +154,15 @@ class Fault:
     reset: bool = False
     integration_id: str | None = None
     apply: bool = False
+    path: str | None = None  # only requests whose path ends with this (e.g. "/assessment/orders")
 
     @property
     def is_slow_server(self) -> bool:
         return self.body is None and not self.reset and self.status == 200
 
-    def matches(self, integration_id: str | None) -> bool:
+    def matches(self, integration_id: str | None, path: str = "") -> bool:
+        if self.path is not None and not urlsplit(path).path.rstrip("/").endswith(self.path.rstrip("/")):
+            return False
         return self.integration_id is None or self.integration_id == integration_id
 
     def encoded_body(self) -> tuple[bytes, str | None]:
@@ -236,6 +254,23 @@ def _json_bytes(payload) -> bytes:
 def _random_id(length: int = 24) -> str:
     """An id shaped like Kombo's (e.g. "5gjAtTsaAYUwqDAuSZbKHqcc")."""
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
+
+
+def _cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"offset": offset}, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _cursor_offset(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        offset = payload["offset"]
+    except (ValueError, TypeError, KeyError):
+        raise _InputInvalid("cursor is not a cursor this API returned") from None
+    if not isinstance(offset, int) or offset < 0:
+        raise _InputInvalid("cursor is not a cursor this API returned")
+    return offset
 
 
 def sign_webhook(body: bytes, secret: str) -> str:
@@ -465,6 +500,7 @@ class KomboSandbox:
         self._faults: list[Fault] = []
         self._requests: list[RecordedRequest] = []
         self._states: dict[str, _IntegrationState] = {}
+        self._orders: dict[str, list[dict]] = {}
         self._in_flight: dict[str | None, int] = {}
         self._max_in_flight: dict[str | None, int] = {}
         self._in_flight_total = 0
@@ -563,6 +599,7 @@ class KomboSandbox:
             self._faults.clear()
             self._requests.clear()
             self._states.clear()
+            self._orders.clear()
             self.extra_warnings = []
             self._max_in_flight = {k: v for k, v in self._in_flight.items() if v}
             self._max_in_flight_total = self._in_flight_total
@@ -598,7 +635,8 @@ class KomboSandbox:
         """What `/_sandbox/state` answers."""
         with self._lock:
             ids = [k for k in self._states] + [k for k in self._max_in_flight if k and k not in self._states]
-            return {
+            ids += [k for k in self._orders if k not in ids]
+            state = {
                 iid: {
                     "packages": self.packages(iid),
                     "deleted": self.deleted_ids(iid),
@@ -606,6 +644,79 @@ class KomboSandbox:
                 }
                 for iid in ids
             }
+            for iid, orders in self._orders.items():  # only where orders were seeded
+                state[iid]["orders"] = [dict(o) for o in orders]
+            return state
+
+    def add_packages(self, integration_id: str, packages: list[dict]) -> None:
+        """Packages Kombo holds that the product never sent (added in Kombo's dashboard or by
+        another system): listed by GET like any other, marked deleted by the next PUT without
+        them. `type` and `description` may be None (GET shows them as null)."""
+        if not isinstance(integration_id, str) or not INTEGRATION_ID_RE.match(integration_id):
+            raise ValueError('integration_id must be a Kombo integration id "<tool>:<identifier>"')
+        if not isinstance(packages, list):
+            raise ValueError("packages must be a list")
+        checked = []
+        for index, item in enumerate(packages):
+            if not isinstance(item, dict):
+                raise ValueError(f"packages[{index}] must be an object")
+            unknown = set(item) - set(PACKAGE_FIELDS)
+            if unknown:
+                raise ValueError(f"packages[{index}] has unknown fields: {', '.join(sorted(unknown))}")
+            for name in ("id", "name"):
+                if not isinstance(item.get(name), str) or not item[name]:
+                    raise ValueError(f"packages[{index}].{name} must be a non-empty string")
+            for name in ("type", "description"):
+                if item.get(name) is not None and not isinstance(item[name], str):
+                    raise ValueError(f"packages[{index}].{name} must be a string or null")
+            checked.append({name: item.get(name) for name in PACKAGE_FIELDS})
+        with self._lock:
+            state = self._states.setdefault(integration_id, _IntegrationState())
+            stamp = _now_iso()
+            for package in checked:
+                state.deleted.pop(package["id"], None)
+                state.live[package["id"]] = package
+                state.updated_at[package["id"]] = stamp
+
+    def add_orders(self, integration_id: str, orders: list[dict] | None = None, *,
+                   package_id: str | None = None, count: int = 0, status: str = "OPEN") -> list[dict]:
+        """Seed orders for `GET /assessment/orders`: `orders` as [{"package_id", "status", "id"}]
+        (status OPEN and a Kombo-like id unless given), or `count` orders of `package_id`.
+        Returns the orders added, in Kombo's shape."""
+        if not isinstance(integration_id, str) or not INTEGRATION_ID_RE.match(integration_id):
+            raise ValueError('integration_id must be a Kombo integration id "<tool>:<identifier>"')
+        if orders is not None and not isinstance(orders, list):
+            raise ValueError("orders must be a list")
+        items = list(orders or [])
+        if package_id is not None:
+            if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 100_000:
+                raise ValueError("count must be a whole number from 0 to 100000")
+            items += [{"package_id": package_id, "status": status}] * count
+        added = []
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ValueError(f"orders[{index}] must be an object")
+            unknown = set(item) - {"id", "package_id", "status"}
+            if unknown:
+                raise ValueError(f"orders[{index}] has unknown fields: {', '.join(sorted(unknown))}")
+            if not isinstance(item.get("package_id"), str) or not item["package_id"]:
+                raise ValueError(f"orders[{index}].package_id must be a non-empty string")
+            order_status = item.get("status", "OPEN")
+            if order_status not in ORDER_STATUSES:
+                raise ValueError(f"orders[{index}].status must be one of {', '.join(ORDER_STATUSES)}")
+            order_id = item.get("id") or _random_id()
+            n = len(added) + 1
+            added.append({
+                "id": order_id, "package_id": item["package_id"], "status": order_status,
+                "candidate": {"remote_id": f"c-{order_id[:6]}", "email": f"candidate{n}@example.com",
+                              "first_name": "Sandbox", "last_name": f"Candidate {n}", "phone": None},
+                "application": {"remote_id": f"a-{order_id[:6]}"},
+                "job": {"remote_id": "j-1", "name": "Sandbox job", "job_code": None, "description": None,
+                        "location": None, "hiring_team": []},
+            })
+        with self._lock:
+            self._orders.setdefault(integration_id, []).extend(added)
+        return added
 
     # -- webhooks (Kombo to the app) --------------------------------------------------------------
 
@@ -710,7 +821,7 @@ class KomboSandbox:
             self._max_in_flight[integration_id] = max(self._max_in_flight.get(integration_id, 0), in_flight)
             self._in_flight_total += 1
             self._max_in_flight_total = max(self._max_in_flight_total, self._in_flight_total)
-            fault = next((f for f in self._faults if f.matches(integration_id)), None)
+            fault = next((f for f in self._faults if f.matches(integration_id, raw_path)), None)
             if fault is not None:
                 self._faults.remove(fault)
 
@@ -763,12 +874,14 @@ class KomboSandbox:
                                extra_headers=[("Retry-After", str(limited))])
 
         path = urlsplit(record.path).path.rstrip("/")
-        if not path.endswith(ROUTE_SUFFIX):
+        route = next((r for r in (ROUTE_SUFFIX, ORDERS_SUFFIX) if path.endswith(r)), None)
+        if route is None:
             return self._error(record, 404, None, None, f"No route for {record.method} {path or '/'}.")
-        if record.method not in ("GET", "PUT"):
+        allowed = ("GET", "PUT") if route == ROUTE_SUFFIX else ("GET",)
+        if record.method not in allowed:
             return self._error(record, 405, None, None,
-                               f"Method {record.method} is not allowed on {ROUTE_SUFFIX}.",
-                               extra_headers=[("Allow", "GET, PUT")])
+                               f"Method {record.method} is not allowed on {route}.",
+                               extra_headers=[("Allow", ", ".join(allowed))])
 
         auth = headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
@@ -802,6 +915,8 @@ class KomboSandbox:
             return self._error(record, 403, "INTEGRATION.INACTIVE", "The integration is inactive.",
                                "This integration is inactive. The customer must reconnect it.")
 
+        if route == ORDERS_SUFFIX:
+            return self._get_orders(record, integration_id)
         if record.method == "GET":
             return self._get(record, integration_id)
         return self._put(record, headers, integration_id, tool)
@@ -815,6 +930,36 @@ class KomboSandbox:
                 for p in state.live.values()
             ] if state else []
         return self._json(record, 200, {"status": "success", "data": {"packages": packages}})
+
+    def _get_orders(self, record, integration_id) -> _Response:
+        """One page of the integration's orders, oldest first. The cursor is opaque to clients
+        (base64url of {"offset": n}, as in examples.json); a wrong one is a 400."""
+        query = parse_qs(urlsplit(record.path).query, keep_blank_values=True)
+
+        def one(name, default=None):
+            values = query.get(name)
+            return values[-1] if values else default
+
+        try:
+            statuses = [s.strip() for s in (one("statuses") or "").split(",") if s.strip()]
+            bad = [s for s in statuses if s not in ORDER_STATUSES]
+            if bad:
+                raise _InputInvalid(f"statuses must be a comma-separated list of {', '.join(ORDER_STATUSES)} "
+                                    f"(got {', '.join(bad)})")
+            raw_size = one("page_size", str(ORDERS_PAGE_DEFAULT))
+            if not raw_size.isdigit() or not 1 <= int(raw_size) <= ORDERS_PAGE_MAX:
+                raise _InputInvalid(f"page_size must be a whole number from 1 to {ORDERS_PAGE_MAX}")
+            size = int(raw_size)
+            offset = _cursor_offset(one("cursor"))
+            ids = {i.strip() for i in (one("ids") or "").split(",") if i.strip()}
+        except _InputInvalid as exc:
+            return self._error(record, 400, "PLATFORM.INPUT_INVALID", INPUT_INVALID_TITLE, str(exc))
+        with self._lock:
+            matching = [dict(o) for o in self._orders.get(integration_id, [])
+                        if (not statuses or o["status"] in statuses) and (not ids or o["id"] in ids)]
+        page = matching[offset:offset + size]
+        following = _cursor(offset + size) if offset + size < len(matching) else None
+        return self._json(record, 200, {"status": "success", "data": {"next": following, "results": page}})
 
     def _put(self, record, headers, integration_id, tool) -> _Response:
         self._sleep(self.latency)
@@ -923,6 +1068,7 @@ class KomboSandbox:
             "/_sandbox/faults": "POST", "/_sandbox/reset": "POST", "/_sandbox/warnings": "POST",
             "/_sandbox/requests": "GET", "/_sandbox/state": "GET",
             "/_sandbox/webhooks/integration-created": "POST",
+            "/_sandbox/packages": "POST", "/_sandbox/orders": "POST",
         }
         if path not in routes:
             return bad(f"No sandbox control endpoint {path}.", 404)
@@ -977,6 +1123,26 @@ class KomboSandbox:
                     reason = getattr(exc, "reason", exc)
                     url = payload.get("url") or self.webhook_url
                     return bad(f"The app at {url} could not be reached: {type(reason).__name__}: {reason}", 502)
+            if path in ("/_sandbox/packages", "/_sandbox/orders"):
+                payload = load()
+                if not isinstance(payload, dict):
+                    raise _InputInvalid("expected a JSON object")
+                allowed = ({"integration_id", "packages"} if path == "/_sandbox/packages"
+                           else {"integration_id", "orders", "package_id", "count", "status"})
+                unknown = set(payload) - allowed
+                if unknown:
+                    raise _InputInvalid(f"unknown fields: {', '.join(sorted(unknown))} "
+                                        f"(allowed: {', '.join(sorted(allowed))})")
+                try:
+                    if path == "/_sandbox/packages":
+                        self.add_packages(payload.get("integration_id"), payload.get("packages"))
+                    else:
+                        self.add_orders(payload.get("integration_id"), payload.get("orders"),
+                                        package_id=payload.get("package_id"), count=payload.get("count", 0),
+                                        status=payload.get("status", "OPEN"))
+                except ValueError as exc:
+                    raise _InputInvalid(str(exc)) from None
+                return ok()
             if path == "/_sandbox/requests":
                 return ok([r.public_dict() for r in self.requests()])
             return ok(self.state())

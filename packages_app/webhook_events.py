@@ -11,8 +11,11 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
+from django.utils.translation import ngettext
 
 from . import history, publishing, selectors
+from .publish_review import publish_review
 from .models import (
     Integration,
     Plan,
@@ -182,9 +185,12 @@ def _publish_if_out_of_sync(integration):
         if not preview.plan.body["packages"]:
             return None, ("it offers no package: nothing published (an empty list would mark "
                           "packages deleted). Give it a plan or packages and publish it.")
-        if preview.needs_removal_confirmation:
-            return None, (f"publishing would make Kombo mark {len(preview.diff.removed)} package(s) "
-                          "deleted, which needs staff's confirmation: publish it from the admin.")
+        # What Kombo holds now counts, as on staff's confirmation page: a new connection may
+        # already carry packages there (a reconnect, another system) that this publish deletes.
+        (reviewed,) = publish_review([preview]).previews
+        if reviewed.needs_removal_confirmation:
+            return None, gettext("publishing needs staff's confirmation (it %(reasons)s): publish it from the "
+                           "admin.") % {"reasons": "; ".join(reviewed.tick_reason_texts)}
         try:
             (publication,) = publishing.publications_create(
                 integrations=[integration], expected_sha256={integration.pk: preview.plan.sha256})
@@ -192,8 +198,10 @@ def _publish_if_out_of_sync(integration):
             continue
         except publishing.IntegrationPaused:
             return None, "it is paused: nothing published."
-        return publication, (f"publication #{publication.pk} of {len(preview.plan.body['packages'])} "
-                             "package(s) queued.")
+        packages = len(preview.plan.body["packages"])
+        return publication, ngettext("publication #%(pk)s of %(count)s package queued.",
+                                     "publication #%(pk)s of %(count)s packages queued.", packages) % {
+            "pk": publication.pk, "count": packages}
     return None, "its packages kept changing while it was being published: publish it from the admin."
 
 

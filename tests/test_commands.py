@@ -41,7 +41,7 @@ def test_publishes_named_integrations(make_package, make_integration, no_broker)
 
 def test_unknown_integration_and_no_selection_are_errors(db):
     code, _, err = run("--integration", "nope:x")
-    assert code == 1 and "Unknown integration(s): nope:x" in err
+    assert code == 1 and "Unknown integration: nope:x" in err
     code, _, err = run()
     assert code == 1 and "--all-out-of-sync" in err
 
@@ -65,7 +65,7 @@ def test_all_out_of_sync_skips_those_in_sync(make_package, make_integration, no_
     code, out, err = run("--all-out-of-sync")
     assert code == 0, err
     assert "recruitee:New" in out and "recruitee:Synced" not in out
-    assert ("In all: 1 integration, 1 to publish (1 package(s) to add, 0 to change, 0 to remove); "
+    assert ("In all: 1 integration, 1 to publish (1 package to add, 0 to change, 0 to remove); "
             "skipped 0 in sync, 0 paused.\nQueued publication #") in out
     assert Publication.objects.filter(status="queued").get().integration.kombo_integration_id == "recruitee:New"
 
@@ -81,6 +81,57 @@ def test_wait_reports_final_states_and_fails_on_failure(make_package, make_integ
     make_integration([make_package()], kombo_integration_id="notfound:Gone1")
     code, out, err = run("--integration", "recruitee:Ok1", "--integration", "notfound:Gone1", "--wait", "--timeout", "10")
     assert code == 1
-    assert "recruitee:Ok1: succeeded with 1 warning(s): Names are cut at 50 characters." in out
+    assert "recruitee:Ok1: succeeded with 1 warning: Names are cut at 50 characters." in out
     assert "notfound:Gone1: failed: Kombo answered HTTP 404 PLATFORM.INTEGRATION_NOT_FOUND" in err
-    assert "1 publication(s) failed, 0 refused." in err
+    assert "1 publication failed, 0 refused." in err
+
+
+def _published_at_kombo(integration, sandbox):
+    """What a succeeded publish leaves: the ledger's row, and Kombo's list (sent with a real PUT)."""
+    from django.utils import timezone
+
+    (pub,) = publishing.publications_create(integrations=[integration])
+    publishing.kombo_client().set_packages(base_url=sandbox.url, integration_id=integration.kombo_integration_id,
+                                           body=pub.body.encode())
+    Publication.objects.filter(pk=pub.pk).update(status="succeeded", finished_at=timezone.now())
+
+
+def test_prints_kombo_only_packages_and_open_orders_and_needs_allow_removals(make_package, make_integration,
+                                                                           sandbox, no_broker):
+    packages = [make_package(f"p{i}", name=f"Package {i}") for i in range(4)]
+    integration = make_integration(packages, kombo_integration_id="recruitee:Cmd1")
+    _published_at_kombo(integration, sandbox)
+    integration.packages.remove(packages[3])  # 1 of 4: alone it would need no --allow-removals
+    sandbox.add_packages("recruitee:Cmd1", [{"id": "legacy-7", "name": "Old test"}])
+    sandbox.add_orders("recruitee:Cmd1", package_id="p3", count=260)  # two pages of orders
+    sandbox.add_orders("recruitee:Cmd1", package_id="p0", count=4)    # a kept package's
+
+    code, out, err = run("--integration", "recruitee:Cmd1")
+    assert code == 1 and Publication.objects.filter(status="queued").count() == 0
+    assert "recruitee:Cmd1 (Customer 1): 0 added, 0 changed, 2 removed, 3 unchanged" in out
+    assert "  Compared with Kombo’s current list, read just now." in out
+    assert "  - p3  Package 3  (Kombo will mark it deleted; 260 open orders)" in out
+    assert "  - legacy-7  Old test  (Kombo will mark it deleted; only at Kombo: never published by us)" in out
+    assert "Open orders on the packages to remove: 260." in out
+    assert ("Refused: recruitee:Cmd1 removes 1 package only Kombo had (never published by us); "
+            "removes packages with 260 open orders.") in err
+    assert "--allow-removals" in err
+
+    code, out, err = run("--integration", "recruitee:Cmd1", "--allow-removals")
+    assert code == 0, err
+    (queued,) = Publication.objects.filter(status="queued")
+    assert [p["id"] for p in queued.body_dict()["packages"]] == ["p0", "p1", "p2"]
+
+
+def test_open_orders_that_cannot_be_read_need_allow_removals(make_package, make_integration, sandbox, no_broker):
+    from packages_app.sandbox import Fault
+
+    packages = [make_package(f"q{i}") for i in range(4)]
+    integration = make_integration(packages, kombo_integration_id="recruitee:Cmd2")
+    _published_at_kombo(integration, sandbox)
+    integration.packages.remove(packages[0])
+    sandbox.enqueue_fault(Fault(status=503, body="<html>down</html>", path="/assessment/orders"))
+    code, out, err = run("--integration", "recruitee:Cmd2", "--dry-run")
+    assert code == 2
+    assert "open orders not read: Kombo answered HTTP 503 with a non-JSON body: down" in out
+    assert "Refused: recruitee:Cmd2 removes packages whose open orders could not be read." in err

@@ -211,7 +211,7 @@ def test_magic_slugs(http, sandbox, slug, status, code):
 
 
 def test_unknown_path_is_404_and_other_methods_are_405(http, sandbox):
-    r = http.get(f"{sandbox.url}/assessment/orders", headers=headers(), timeout=5)
+    r = http.get(f"{sandbox.url}/assessment/candidates", headers=headers(), timeout=5)
     assert_error(r, 404, None)
     r = http.post(f"{sandbox.url}/assessment/packages", data="{}", headers=headers(), timeout=5)
     assert_error(r, 405, None)
@@ -612,3 +612,90 @@ def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# --- orders and packages added outside the product (issue 12) ----------------------------------------
+
+
+def orders(http, sandbox, integration=IID, **params):
+    return http.get(f"{sandbox.url}/assessment/orders", params=params, headers=headers(integration), timeout=5)
+
+
+def test_orders_are_paged_with_next_until_null_and_filtered_by_status(http, sandbox):
+    sandbox.add_orders(IID, package_id="1001", count=260)
+    sandbox.add_orders(IID, [{"package_id": "1002"}, {"package_id": "1002", "status": "COMPLETED"}])
+    sandbox.add_orders("recruitee:Other", package_id="1001", count=5)  # another integration's
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"statuses": "OPEN", "page_size": 250} | ({"cursor": cursor} if cursor else {})
+        r = orders(http, sandbox, **params)
+        assert r.status_code == 200 and r.json()["status"] == "success"
+        data = r.json()["data"]
+        pages += 1
+        seen += data["results"]
+        cursor = data["next"]
+        if cursor is None:
+            break
+        assert pages == 1 and cursor == "eyJvZmZzZXQiOjI1MH0"  # as in examples.json
+    assert pages == 2 and len(seen) == 261 and {o["status"] for o in seen} == {"OPEN"}
+    assert len({o["id"] for o in seen}) == 261
+    assert sum(o["package_id"] == "1002" for o in seen) == 1
+    first = seen[0]
+    assert set(first) == {"id", "package_id", "status", "candidate", "application", "job"}
+    # Without a filter every status; the default page is 100.
+    r = orders(http, sandbox)
+    assert len(r.json()["data"]["results"]) == 100 and r.json()["data"]["next"]
+    assert [o["status"] for o in orders(http, sandbox, statuses="COMPLETED").json()["data"]["results"]] == ["COMPLETED"]
+
+
+def test_orders_refuse_a_wrong_page_size_status_or_cursor_and_other_methods(http, sandbox):
+    for params, text in (({"page_size": 251}, "page_size"), ({"page_size": 0}, "page_size"),
+                         ({"statuses": "OPEN,DONE"}, "DONE"), ({"cursor": "not-a-cursor"}, "cursor")):
+        error = assert_error(orders(http, sandbox, **params), 400, "PLATFORM.INPUT_INVALID")
+        assert text in error["message"]
+    r = http.put(f"{sandbox.url}/assessment/orders", data="{}", headers=headers(), timeout=5)
+    assert_error(r, 405, None)
+    assert r.headers["Allow"] == "GET"
+    assert_error(orders(http, sandbox, "notfound:X1"), 404, "PLATFORM.INTEGRATION_NOT_FOUND")
+
+
+def test_a_fault_can_target_the_orders_path_only(http, sandbox):
+    sandbox.enqueue_fault(Fault(status=503, body="<html>busy</html>", path="/assessment/orders"))
+    assert get(http, sandbox).status_code == 200  # not the packages read
+    assert orders(http, sandbox).status_code == 503
+    assert orders(http, sandbox).status_code == 200  # consumed
+
+
+def test_packages_added_outside_the_product_are_listed_then_deleted_by_a_put(http, sandbox):
+    put(http, sandbox, [pkg("1001")])
+    sandbox.add_packages(IID, [{"id": "legacy-7", "name": "Old test", "description": None, "type": None}])
+    listed = get(http, sandbox).json()["data"]["packages"]
+    assert [p["id"] for p in listed] == ["1001", "legacy-7"]
+    assert listed[1]["type"] is None and listed[1]["description"] is None and listed[1]["updated_at"]
+    put(http, sandbox, [pkg("1001")])
+    assert sandbox.deleted_ids(IID) == ["legacy-7"]
+    with pytest.raises(ValueError, match="name"):
+        sandbox.add_packages(IID, [{"id": "x"}])
+
+
+def test_control_endpoints_seed_packages_and_orders_over_http(http, sandbox):
+    base = f"{sandbox.base_url}/_sandbox"
+    r = http.post(f"{base}/packages", json={"integration_id": IID, "packages": [{"id": "k1", "name": "Kombo only"}]},
+                  timeout=5)
+    assert r.status_code == 204
+    r = http.post(f"{base}/orders", json={"integration_id": IID, "package_id": "k1", "count": 3}, timeout=5)
+    assert r.status_code == 204
+    r = http.post(f"{base}/orders", json={"integration_id": IID, "orders": [{"package_id": "k2", "status": "REJECTED"}]},
+                  timeout=5)
+    assert r.status_code == 204
+    assert [p["id"] for p in get(http, sandbox).json()["data"]["packages"]] == ["k1"]
+    assert [o["package_id"] for o in orders(http, sandbox, statuses="OPEN").json()["data"]["results"]] == ["k1"] * 3
+    state = http.get(f"{base}/state", timeout=5).json()[IID]
+    assert len(state["orders"]) == 4
+    for payload, text in (({"integration_id": IID, "orders": [{"package_id": "k1", "status": "LATE"}]}, "status"),
+                          ({"integration_id": "no-colon", "package_id": "k1", "count": 1}, "integration_id"),
+                          ({"integration_id": IID, "colour": "red"}, "unknown fields")):
+        r = http.post(f"{base}/orders", json=payload, timeout=5)
+        assert r.status_code == 400 and text in r.json()["error"]["message"]
+    sandbox.reset()
+    assert orders(http, sandbox).json()["data"] == {"next": None, "results": []}

@@ -257,7 +257,7 @@ def test_integration_created_creates_it_with_the_default_plan_and_queues_its_fir
     assert no_broker == [publication.pk]  # queued after commit, through the engine
     assert (stored.outcome, stored.integration, stored.error) == ("created", integration, "")
     assert stored.processed_at is not None
-    assert f"publication #{publication.pk} of 2 package(s) queued" in stored.detail
+    assert f"publication #{publication.pk} of 2 packages queued" in stored.detail
     entry = LogEntry.objects.get(object_id=str(integration.pk))
     assert entry.get_change_message() == (
         "Added by Kombo's integration-created webhook (event evt_1), with the default plan “Standard”.")
@@ -417,3 +417,16 @@ def test_the_integrations_list_filters_those_created_by_webhook(client, superuse
     assert names == ["Acme GmbH"]
     names = [i.name for i in client.get(url, {"created_by_webhook__exact": "0"}).context["cl"].result_list]
     assert names == ["By staff"]
+
+
+def test_a_new_connection_whose_kombo_list_holds_other_packages_waits_for_staff(
+        client, queued, standard, no_broker, sandbox, django_capture_on_commit_callbacks):
+    """Kombo already holds a package for this connection that the product never sent (a
+    reconnect, another system): publishing would delete it, so nothing is sent without staff."""
+    sandbox.add_packages("recruitee:HWUTwvyx2wLoSUHphiWVrp28", [
+        {"id": "legacy-7", "type": "SKILLS_TEST", "name": "Legacy test", "description": "Added at Kombo"}])
+    stored = deliver(client, event(), django_capture_on_commit_callbacks)
+    assert Integration.objects.filter(kombo_integration_id="recruitee:HWUTwvyx2wLoSUHphiWVrp28").exists()
+    assert not Publication.objects.exists() and no_broker == []
+    assert "needs staff's confirmation" in stored.detail and "publish it from the admin" in stored.detail
+    assert sandbox.requests("PUT") == [] and sandbox.requests("GET")  # Kombo was read, not written

@@ -5,6 +5,10 @@ the body hash of each integration as the page first showed it. The page and its 
 the preview's id and the digest of those hashes, so both are the same size for one integration
 or five thousand (Django refuses a form of more than DATA_UPLOAD_MAX_NUMBER_FIELDS fields, and
 gunicorn a request line of more than 4,094 bytes).
+
+What Kombo would delete comes from publish_review (Kombo's current list and open orders, where
+they can be read): the stored preview keeps its digest too, so a confirm after Kombo's list or
+orders changed is refused like one after the catalogue changed.
 """
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -13,9 +17,12 @@ from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.http import urlencode
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from .. import publishing, selectors
 from ..models import Integration
+from ..publish_review import publish_review
 from .display import PUBLISH_PERMISSION, plural
 from .publish_previews import (
     StoredPreview,
@@ -33,6 +40,16 @@ OPEN_UP_TO = 10
 NAMED_UP_TO = 10
 SHOW_CHOICES = (("changes", "With changes"), ("removals", "With removals"), ("skipped", "Skipped"),
                 ("all", "All"))
+
+
+def removal_tick_text(packages, integrations):
+    """The error shown at the removal tick when it was left unticked."""
+    return _("Tick the box to confirm that Kombo will mark %(packages)s deleted (or send an empty list) "
+             "for %(integrations)s.") % {
+        "packages": ngettext("%(count)s package", "%(count)s packages", packages) % {"count": f"{packages:,}"},
+        "integrations": ngettext("%(count)s integration", "%(count)s integrations", integrations) % {
+            "count": f"{integrations:,}"},
+    }
 
 
 def names_text(integrations):
@@ -91,18 +108,24 @@ class PublishFlowMixin:
             previews = selectors.integrations_preview(Integration.objects.filter(pk__in=self._requested_ids(source)))
         if not previews:
             return self._nothing_to_publish(request)
+        review = publish_review(previews)
+        removals = review.removals_key
         notices = []
         shown = {p.integration.pk: p.plan.sha256 for p in previews}
         if stored is None:
-            stored = shown_preview(request, previews)
+            stored = shown_preview(request, previews, removals=removals)
         elif stored.sha256 is None:
             # Opened by the action and first shown now: these are the hashes staff confirm.
-            stored = preview_save(request, StoredPreview(stored.token, sorted(shown), shown, stored.created))
+            stored = preview_save(request, StoredPreview(stored.token, sorted(shown), shown, stored.created, removals))
         elif any(stored.sha256.get(pk) != sha for pk, sha in shown.items()):
             changed = [p.integration for p in previews if stored.sha256.get(p.integration.pk) != p.plan.sha256]
             notices.append(f"{changed_text(changed)} The totals and changes below are as they are now.")
-            stored = shown_preview(request, previews)
-        return self._confirmation_page(request, previews, stored, notices=notices)
+            stored = shown_preview(request, previews, removals=removals)
+        elif stored.removals != removals:
+            notices.append(_("What Kombo holds changed since this preview was first shown (its packages or "
+                             "their open orders): the removals below are as they are now."))
+            stored = shown_preview(request, previews, removals=removals)
+        return self._confirmation_page(request, review, stored, notices=notices)
 
     def _requested_ids(self, source):
         if source.get("out_of_sync"):
@@ -137,13 +160,14 @@ class PublishFlowMixin:
         previews = selectors.integrations_preview(Integration.objects.filter(pk__in=ids))
         if not previews:
             return self._nothing_to_publish(request)
-        summary = selectors.PublishSummary(previews, publish_anyway)
+        review = publish_review(previews, publish_anyway=publish_anyway)
+        summary = review.summary
         if not summary.chosen:
             self.message_user(request, "Nothing to publish: every selected integration is in sync "
                               "or paused. Tick “publish anyway” to send them again.", messages.WARNING)
             return HttpResponseRedirect(reverse("admin:packages_app_integration_changelist"))
 
-        errors, changed_meanwhile = [], True
+        errors, removal_error, changed_meanwhile = [], "", True
         changed = [p.integration for p in summary.chosen if expected.get(p.integration.pk) != p.plan.sha256]
         if not page_is_current:
             errors.append("This confirmation page is out of date: the catalogue changed while it was "
@@ -151,12 +175,13 @@ class PublishFlowMixin:
         elif changed:
             errors.append(f"{changed_text(changed)} Nothing was published. Read the new changes below and "
                           "confirm again.")
+        elif stored is not None and stored.removals != review.removals_key:
+            errors.append(_("What Kombo holds changed since the preview (packages added or removed at Kombo, "
+                            "or their open orders). Nothing was published. Read the removals below and "
+                            "confirm again."))
         elif summary.risky and request.POST.get("confirm_removals") != str(summary.removal_total):
             changed_meanwhile = False
-            errors.append(
-                f"Tick the box to confirm that Kombo will mark {summary.removal_total} package(s) deleted "
-                f"(or send an empty list) for {len(summary.risky)} integration(s)."
-            )
+            removal_error = removal_tick_text(summary.removal_total, len(summary.risky)) + _orders_text(review)
         else:
             try:
                 publications = publishing.publications_create(
@@ -171,36 +196,43 @@ class PublishFlowMixin:
             else:
                 if stored is not None:
                     preview_discard(request, stored.token)
-                return self._published(request, publications, len(previews))
+                return self._after_publish(request, publications, len(previews))
             previews = selectors.integrations_preview(Integration.objects.filter(pk__in=ids))
+            review = publish_review(previews, publish_anyway=publish_anyway)
 
         if changed_meanwhile or stored is None:
-            stored = shown_preview(request, previews)  # what the page below shows, to confirm again
-        return self._confirmation_page(request, previews, stored, errors=errors, publish_anyway=publish_anyway)
+            # What the page below shows, to confirm again.
+            stored = shown_preview(request, previews, removals=review.removals_key)
+        return self._confirmation_page(request, review, stored, errors=errors, removal_error=removal_error,
+                                       publish_anyway=publish_anyway)
 
-    def _published(self, request, publications, selected):
+    def _after_publish(self, request, publications, selected):
         count = len(publications)
         skipped = selected - count
-        text = f"Queued {count} publication{'s' if count != 1 else ''} to Kombo."
+        text = ngettext("Queued %(count)s publication to Kombo.", "Queued %(count)s publications to Kombo.",
+                        count) % {"count": f"{count:,}"}
         if skipped:
-            text += f" Skipped {skipped} integration{'s' if skipped != 1 else ''} (in sync or paused)."
+            text += " " + ngettext("Skipped %(count)s integration (in sync or paused).",
+                                   "Skipped %(count)s integrations (in sync or paused).", skipped) % {
+                "count": f"{skipped:,}"}
         self.message_user(request, text, messages.SUCCESS)
         not_queued = [p for p in publications if p.enqueued is False]
         if not_queued:
-            self.message_user(
-                request,
-                f"The task queue is unreachable right now: {len(not_queued)} publication(s) are saved "
-                "and will be sent automatically as soon as it is back. No need to publish again.",
-                messages.WARNING,
-            )
+            self.message_user(request, ngettext(
+                "The task queue is unreachable right now: %(count)s publication is saved and will be sent "
+                "automatically as soon as it is back. No need to publish again.",
+                "The task queue is unreachable right now: %(count)s publications are saved and will be sent "
+                "automatically as soon as it is back. No need to publish again.",
+                len(not_queued)) % {"count": f"{len(not_queued):,}"}, messages.WARNING)
         if count == 1:
             return HttpResponseRedirect(
                 reverse("admin:packages_app_publication_change", args=[publications[0].pk])
             )
         return HttpResponseRedirect(reverse("admin:packages_app_integration_changelist"))
 
-    def _confirmation_page(self, request, previews, stored, *, errors=(), notices=(), publish_anyway=False):
-        summary = selectors.PublishSummary(previews, publish_anyway)
+    def _confirmation_page(self, request, review, stored, *, errors=(), removal_error="", notices=(),
+                           publish_anyway=False):
+        summary, previews = review.summary, review.previews
         lists = {
             "all": previews,
             "changes": [p for p in previews if not p.paused and not p.in_sync],
@@ -240,10 +272,15 @@ class PublishFlowMixin:
             "open_details": len(previews) <= OPEN_UP_TO,
             "preview": stored,
             "errors": errors,
+            "removal_error": removal_error,
             "notices": notices,
             "publish_anyway": publish_anyway,
             "removal_total": summary.removal_total,
             "needs_removal_confirmation": summary.needs_removal_confirmation,
+            "review": review,
+            "compared": _compared_notice(review),
+            "tick_heading": review.tick_heading if summary.risky else "",
+            "tick_orders": _tick_orders_text(review),
             "any_in_sync": bool(summary.in_sync),
             "api_key_status": publishing.api_key_status(),
         }
@@ -262,6 +299,15 @@ def _outline(p):
             parts.append((f"{len(items)} {verb}", False))
     if p.diff.removed:
         parts.append((f"{len(p.diff.removed)} to remove", True))
+        kombo_only = len(p.kombo_only_removed)
+        if kombo_only:
+            parts.append((ngettext("%(count)s only at Kombo", "%(count)s only at Kombo", kombo_only)
+                          % {"count": kombo_only}, True))
+        if p.open_orders_total:
+            parts.append((ngettext("%(count)s open order", "%(count)s open orders", p.open_orders_total)
+                          % {"count": f"{p.open_orders_total:,}"}, True))
+        elif p.orders_unknown:
+            parts.append((_("open orders not read"), True))
     if p.sends_empty_list:
         parts.append(("an empty list", True))
     return parts
@@ -280,3 +326,44 @@ def _totals(summary):
         (f"{0 if summary.publish_anyway else in_sync:,}", "skipped: in sync", "skip"),
         (f"{paused:,}", "skipped: paused", "skip"),
     ]
+
+
+def _compared_notice(review):
+    """What the page compares with, for the whole selection: (text, css kind)."""
+    if not review.read:
+        return (_("Compared with what we last published: Kombo’s current lists were not read because "
+                  "%(reason)s") % {"reason": review.not_read_reason}, "not-read")
+    unread, read = len(review.unread), sum(1 for p in review.previews if p.compared_with_kombo)
+    if not unread:
+        return (ngettext("Compared with Kombo’s current list, read just now.",
+                         "Compared with Kombo’s current lists, read just now for all %(count)s integrations.",
+                         read) % {"count": f"{read:,}"}, "read")
+    total = unread + read
+    return (ngettext(
+        "Kombo’s current list could not be read for %(unread)s of %(total)s integration: it is "
+        "compared with what we last published, and says why below. Publishing still works.",
+        "Kombo’s current list could not be read for %(unread)s of %(total)s integrations: those are "
+        "compared with what we last published, and each says why below. Publishing still works.",
+        total) % {"unread": f"{unread:,}", "total": f"{total:,}"}, "not-read")
+
+
+def _tick_orders_text(review):
+    """What the tick's label adds: packages only Kombo had, open orders or that they were not read."""
+    parts = []
+    if review.kombo_only_total:
+        parts.append(ngettext("including %(count)s package only Kombo had",
+                              "including %(count)s packages only Kombo had",
+                              review.kombo_only_total) % {"count": f"{review.kombo_only_total:,}"})
+    if review.open_orders_total:
+        parts.append(ngettext("with %(count)s open order on them", "with %(count)s open orders on them",
+                              review.open_orders_total) % {"count": f"{review.open_orders_total:,}"})
+    if review.orders_unknown:
+        parts.append(ngettext("open orders not read for %(count)s integration",
+                              "open orders not read for %(count)s integrations",
+                              len(review.orders_unknown)) % {"count": f"{len(review.orders_unknown):,}"})
+    return "; ".join(parts)
+
+
+def _orders_text(review):
+    text = _tick_orders_text(review)
+    return f" ({text}.)" if text else ""

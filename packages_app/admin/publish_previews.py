@@ -1,6 +1,8 @@
-"""Publish previews stored in the staff member's session: the selected ids and each integration's
-body hash as the confirmation page first showed them, under a random id. The page and its form
-carry only that id and the digest of the hashes (selectors.plans_digest)."""
+"""Publish previews stored in the staff member's session: the selected ids, each integration's
+body hash and the digest of what Kombo would delete (publish_review's removals_key) as the
+confirmation page first showed them, under a random id. The page and its form carry only that id
+and the digest of the hashes (selectors.plans_digest); the removals key stays in the session (a
+change at Kombo gives the page a new preview id)."""
 import secrets
 import time
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ class StoredPreview:
     ids: list
     sha256: dict | None  # integration pk -> body hash as the page first showed it
     created: float
+    removals: str | None = None  # publish_review's removals_key as the page showed it
 
     @property
     def digest(self):
@@ -41,7 +44,7 @@ def preview_load(request, token):
         return None
     ids, hashes = raw["ids"], raw.get("sha256")
     sha256 = None if hashes is None else {pk: hashes[i * 64:(i + 1) * 64] for i, pk in enumerate(ids)}
-    return StoredPreview(token, ids, sha256, raw["at"])
+    return StoredPreview(token, ids, sha256, raw["at"], raw.get("removals"))
 
 
 def preview_save(request, preview):
@@ -53,6 +56,7 @@ def preview_save(request, preview):
         # One string, not 5,000 JSON strings: the session stays small and quick to decode.
         "sha256": None if preview.sha256 is None else "".join(preview.sha256[pk] for pk in preview.ids),
         "at": preview.created,
+        "removals": preview.removals,
     }
     newest, ids = [], 0
     for token in sorted(kept, key=lambda t: kept[t]["at"], reverse=True)[:PREVIEWS_KEPT]:
@@ -70,11 +74,12 @@ def preview_discard(request, token):
         request.session[SESSION_KEY] = kept
 
 
-def preview_new(ids, sha256=None):
-    return StoredPreview(secrets.token_urlsafe(16), sorted(set(ids)), sha256, time.time())
+def preview_new(ids, sha256=None, removals=None):
+    return StoredPreview(secrets.token_urlsafe(16), sorted(set(ids)), sha256, time.time(), removals)
 
 
-def shown_preview(request, previews):
-    """A new stored preview of exactly these previews (what the page about to render shows)."""
+def shown_preview(request, previews, *, removals=None):
+    """A new stored preview of exactly these previews (what the page about to render shows);
+    `removals`: the review's removals_key."""
     sha256 = {p.integration.pk: p.plan.sha256 for p in previews}
-    return preview_save(request, preview_new(list(sha256), sha256))
+    return preview_save(request, preview_new(list(sha256), sha256, removals))

@@ -7,6 +7,12 @@ Drive it from another shell through its control endpoints, e.g.
     curl -X POST http://127.0.0.1:8765/_sandbox/faults -d '{"status": 503, "body": "<html>503</html>"}'
     curl http://127.0.0.1:8765/_sandbox/state
 
+A package added at Kombo outside the product, and open orders (listed by GET /assessment/orders):
+    curl -X POST http://127.0.0.1:8765/_sandbox/packages \
+        -d '{"integration_id": "recruitee:Demo1", "packages": [{"id": "legacy-7", "name": "Old test"}]}'
+    curl -X POST http://127.0.0.1:8765/_sandbox/orders \
+        -d '{"integration_id": "recruitee:Demo1", "package_id": "legacy-7", "count": 3}'
+
 Send Kombo's signed `integration-created` webhook to the app (the secret is read from the named
 environment variable, never from the command line, and never printed):
     KOMBO_WEBHOOK_SECRET=... python manage.py kombo_sandbox \

@@ -1,10 +1,18 @@
-"""Publish integrations from a script or cron: the same publishing engine and guards as the admin."""
+"""Publish integrations from a script or cron: the same publishing engine and guards as the admin,
+and the same review of what Kombo would delete (publish_review: Kombo's current list, open orders)."""
 import time
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.translation import ngettext
 
 from packages_app import publishing, selectors
 from packages_app.models import Integration, Publication
+from packages_app.publish_review import publish_review
+
+
+def _count(count, noun):
+    """"1 package", "2,500 packages"."""
+    return ngettext("%(count)s " + noun, "%(count)s " + noun + "s", count) % {"count": f"{count:,}"}
 
 
 class Command(BaseCommand):
@@ -22,7 +30,9 @@ class Command(BaseCommand):
         parser.add_argument("--force", action="store_true",
                             help="Publish integrations that are already in sync too.")
         parser.add_argument("--allow-removals", action="store_true",
-                            help="Allow publishes that remove many packages or send an empty list.")
+                            help="Allow publishes that remove many packages, send an empty list, remove "
+                                 "packages only Kombo had or packages with open orders (or whose open "
+                                 "orders could not be read).")
         parser.add_argument("--wait", action="store_true",
                             help="Wait for each publication to end and print its final state.")
         parser.add_argument("--timeout", type=float, default=600.0,
@@ -34,28 +44,38 @@ class Command(BaseCommand):
         if not previews:
             self.stdout.write("No integrations to publish.")
             return
-        summary = selectors.PublishSummary(previews, publish_anyway=options["force"])
-        for preview in previews:
+        review = publish_review(previews, publish_anyway=options["force"])
+        summary = review.summary
+        for preview in review.previews:
             self._print_preview(preview)
+        if not review.read:
+            self.stdout.write(f"Compared with what we last published: Kombo's current lists were not read "
+                              f"because {review.not_read_reason}")
+        elif review.unread:
+            asked = sum(1 for p in review.previews if p.readback is not None)
+            self.stdout.write(f"Kombo's current list could not be read for {len(review.unread)} of "
+                              f"{_count(asked, 'integration')}: compared with what we last published (see each).")
+        open_orders = sum(p.open_orders_total for p in summary.chosen)
+        if open_orders:
+            self.stdout.write(f"Open orders on the packages to remove: {open_orders:,}.")
         refused = [] if options["allow_removals"] else summary.risky
         refused_pks = {p.integration.pk for p in refused}
         chosen = [p for p in summary.chosen if p.integration.pk not in refused_pks]
         # The totals last, where a long listing ends.
         in_sync = 0 if options["force"] else len(summary.in_sync)
         self.stdout.write(
-            f"In all: {summary.count:,} integration{'s' if summary.count != 1 else ''}, "
-            f"{len(summary.chosen):,} to publish ({summary.additions:,} package(s) to add, "
+            f"In all: {_count(summary.count, 'integration')}, "
+            f"{len(summary.chosen):,} to publish ({_count(summary.additions, 'package')} to add, "
             f"{summary.changes:,} to change, {summary.removals:,} to remove); skipped {in_sync:,} in sync, "
             f"{len(summary.paused):,} paused."
         )
         if refused:
-            names = ", ".join(p.integration.kombo_integration_id for p in refused)
-            self.stderr.write(
-                f"Refused: {names} would remove many packages or send an empty list. "
-                "Run again with --allow-removals to confirm."
-            )
+            for p in refused:
+                self.stderr.write(f"Refused: {p.integration.kombo_integration_id} "
+                                  f"{'; '.join(p.tick_reason_texts)}.")
+            self.stderr.write("Run again with --allow-removals to confirm.")
         if options["dry_run"]:
-            self.stdout.write(f"Dry run: {len(chosen)} integration(s) would be published; nothing sent.")
+            self.stdout.write(f"Dry run: {_count(len(chosen), 'integration')} would be published; nothing sent.")
             if refused:
                 raise CommandError("Some publishes need --allow-removals.", returncode=2)
             return
@@ -76,7 +96,7 @@ class Command(BaseCommand):
         failed = self._wait(publications, options["timeout"]) if options["wait"] else []
         if refused or failed:
             raise CommandError(
-                f"{len(failed)} publication(s) failed, {len(refused)} refused.", returncode=1
+                f"{_count(len(failed), 'publication')} failed, {len(refused)} refused.", returncode=1
             )
 
     def _select(self, options):
@@ -88,7 +108,8 @@ class Command(BaseCommand):
                         .values_list("kombo_integration_id", flat=True))
             missing = [i for i in ids if i not in found]
             if missing:
-                raise CommandError(f"Unknown integration(s): {', '.join(missing)}")
+                raise CommandError(ngettext("Unknown integration: %(ids)s", "Unknown integrations: %(ids)s",
+                                            len(missing)) % {"ids": ", ".join(missing)})
             queryset = Integration.objects.filter(kombo_integration_id__in=ids)
         else:
             queryset = Integration.objects.none()
@@ -108,13 +129,21 @@ class Command(BaseCommand):
         d = p.diff
         self.stdout.write(f"{head} {len(d.added)} added, {len(d.changed)} changed, "
                           f"{len(d.removed)} removed, {d.unchanged_count} unchanged")
+        self.stdout.write(f"  {p.compared_with_text}")
         for a in d.added:
             self.stdout.write(f"  + {a['id']}  {a['name']} ({a['type']})")
         for c in d.changed:
             for f in c.changes:
                 self.stdout.write(f"  ~ {c.id}  {f.field}: {f.old!r} -> {f.new!r}")
-        for r in d.removed:
-            self.stdout.write(f"  - {r['id']}  {r['name']}  (Kombo will mark it deleted)")
+        for r in p.removal_rows:
+            notes = ["Kombo will mark it deleted"]
+            if r.kombo_only:
+                notes.append("only at Kombo: never published by us")
+            if r.open_orders:
+                notes.append(f"{r.open_orders:,} open order{'s' if r.open_orders != 1 else ''}")
+            elif r.open_orders is None and p.orders_error:
+                notes.append(f"open orders not read: {p.orders_error}")
+            self.stdout.write(f"  - {r.entry['id']}  {r.entry['name']}  ({'; '.join(notes)})")
         if not p.plan.body["packages"]:
             self.stdout.write("  ! empty list: Kombo will mark every package deleted")
 
@@ -128,7 +157,7 @@ class Command(BaseCommand):
                 pending.discard(p.pk)
                 line = f"#{p.pk} {p.integration.kombo_integration_id}: {p.status}"
                 if p.warnings:
-                    line += f" with {len(p.warnings)} warning(s): " + "; ".join(p.warnings)
+                    line += f" with {_count(len(p.warnings), 'warning')}: " + "; ".join(p.warnings)
                 if p.status == Publication.Status.FAILED:
                     failed.append(p)
                     self.stderr.write(f"{line}: {p.failure_reason}")

@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Prefetch
+from django.db.models.functions import Lower
+from django.utils.translation import ngettext
 
 from . import history, payloads
-from .models import AssessmentPackage, Plan
+from .models import AssessmentPackage, Plan, package_id_taken_message
 
 COLUMNS = ("id", "type", "name", "description")
 PLAN_FIELDS = ("name", "description", "is_default", "packages")
@@ -48,7 +50,8 @@ class ImportResult:
 
     def summary(self):
         if self.errors:
-            return f"{len(self.errors)} bad row(s): nothing was imported."
+            return ngettext("%(count)s bad row: nothing was imported.", "%(count)s bad rows: nothing was imported.",
+                            len(self.errors)) % {"count": len(self.errors)}
         text = f"{len(self.added)} added, {len(self.updated)} updated, {self.unchanged} unchanged."
         if self.plans_added or self.plans_updated or self.plans_unchanged:
             text += (f" Plans: {len(self.plans_added)} added, {len(self.plans_updated)} updated, "
@@ -132,9 +135,19 @@ def parse_json_document(text):
     return rows, [(f"plans[{i}]", row) for i, row in enumerate(document["plans"])]
 
 
+def csv_delimiter(text):
+    """The separator of the header line: a comma, or a semicolon (what Excel writes where the
+    decimal separator is a comma, much of Europe), or a tab; a comma when none is found."""
+    header = text.lstrip("\ufeff").split("\n", 1)[0]
+    counts = {d: header.count(d) for d in (",", ";", "\t")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
 def parse_csv(text):
-    """[(where, row dict)] from a CSV with an id,type,name,description header."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+    """[(where, row dict)] from a CSV with an id,type,name,description header (separated by
+    commas, semicolons or tabs: see csv_delimiter)."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=csv_delimiter(text))
     try:
         header = next(reader)
     except StopIteration:
@@ -178,9 +191,11 @@ def _storable(value):
 def _validate(rows):
     """Model instances ready to save, or the errors of every bad row."""
     errors, instances, seen = [], [], {}
-    # Only ids the database can hold are looked up; the others fail validation below.
-    lookup = [r.get("id") for _, r in rows if isinstance(r, dict) and _storable(r.get("id"))]
-    existing = {p.package_id: p for p in AssessmentPackage.objects.filter(package_id__in=lookup)}
+    # Only ids the database can hold are looked up; the others fail validation below. Ids are
+    # unique regardless of case (the model's rule): matched in lower case, in one query.
+    lookup = {r["id"].lower() for _, r in rows if isinstance(r, dict) and _storable(r.get("id"))}
+    existing = {p.package_id.lower(): p for p in AssessmentPackage.objects.annotate(
+        package_id_lower=Lower("package_id")).filter(package_id_lower__in=lookup)}
     for where, row in rows:
         if isinstance(row, Exception):
             errors.append(RowError(where, str(row)))
@@ -198,17 +213,24 @@ def _validate(rows):
             errors.append(RowError(where, "; ".join(problems)))
             continue
         package_id = row["id"]
-        if package_id in seen:
-            errors.append(RowError(where, f'id "{package_id}" is a duplicate of {seen[package_id]}'))
+        if package_id.lower() in seen:
+            first_where, first_id = seen[package_id.lower()]
+            in_case = "" if first_id == package_id else f' ("{first_id}": ids are unique regardless of case)'
+            errors.append(RowError(where, f'id "{package_id}" is a duplicate of {first_where}{in_case}'))
             continue
-        seen[package_id] = where
-        current = existing.get(package_id)
+        seen[package_id.lower()] = (where, package_id)
+        current = existing.get(package_id.lower())
+        if current is not None and current.package_id != package_id:
+            # Not an update of that package: its id would change without the form's confirmation.
+            errors.append(RowError(where, f"id: {package_id_taken_message(current)}"))
+            continue
         candidate = AssessmentPackage(
             pk=current.pk if current else None, package_id=package_id, type=row["type"],
             name=row["name"], description=row["description"],
         )
         try:
-            candidate.full_clean(validate_unique=False)
+            # Uniqueness is checked above for all the rows at once, not a query per row.
+            candidate.full_clean(validate_unique=False, validate_constraints=False)
         except ValidationError as exc:
             reasons = [f"{name if name != '__all__' else 'row'}: {' '.join(messages)}"
                        for name, messages in exc.message_dict.items()]
@@ -298,8 +320,7 @@ def _import_plans(plans, result, *, user, via):
                    (("description", description), ("is_default", is_default)) if getattr(current, f) != new}
         added, removed = sorted(set(ids) - before), sorted(before - set(ids))
         if added or removed:
-            changes["packages"] = ("removed " + ", ".join(removed) if removed else "",
-                                   "added " + ", ".join(added) if added else "")
+            changes["packages"] = history.SetChange(added=added, removed=removed)
         if not changes:
             result.plans_unchanged += 1
             continue

@@ -1,12 +1,16 @@
 """The catalogue (AssessmentPackage), customer connections (Integration) and the publishing ledger
-(Publication and its PublicationAttempts). Sync status is derived here, never stored."""
+(Publication and its PublicationAttempts). Sync status is derived (selectors.sync_status_of), never
+stored."""
 import re
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxLengthValidator, RegexValidator
-from django.db import models
-from django.db.models import OuterRef, Prefetch, Q, Subquery
+from django.db import connection, models
+from django.db.models import Case, F, OuterRef, Prefetch, Q, Subquery, Value, When
+from django.db.models.functions import Lower
+from django.utils.text import format_lazy
+from django.utils.translation import gettext, gettext_lazy as _
 
 from . import payloads
 
@@ -69,13 +73,53 @@ integration_id_validator = RegexValidator(
 )
 
 
+# What a package id may hold: Kombo's own examples ("1001", "typescript_test") and the ids ATSs
+# take as a reference id. ASCII only, so "unique regardless of case" means the same in Python and
+# in the database's LOWER(); starting with a letter or digit, so a spreadsheet never reads one as a
+# formula. The colon is kept for ids like "vendor:1001" written before this rule.
+_PACKAGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
+PACKAGE_ID_RULE = _("Letters (A–Z, a–z), digits, and _ - . : only, starting with a letter or digit; "
+                    "no spaces. Unique regardless of case.")
+# ATSs usually show about this many characters of a package's name (peers of Kombo cap it at 50).
+PACKAGE_NAME_SHOWN_LENGTH = 50
+
+
+def validate_package_id(value):
+    """The one rule for a package id: the admin's form, the model and the catalogue import use it."""
+    validate_single_line_text(value)
+    if not _PACKAGE_ID.fullmatch(value):
+        if re.search(r"\s", value):
+            raise ValidationError(_("Remove the spaces: a package id has none inside. %(rule)s"),
+                                  code="package_id_spaces", params={"rule": PACKAGE_ID_RULE})
+        raise ValidationError(_("Not a valid package id. %(rule)s"), code="invalid_package_id",
+                              params={"rule": PACKAGE_ID_RULE})
+
+
+def package_id_taken_message(existing):
+    """The error when another package has this id, or the same id in another case."""
+    return gettext("A package with this id already exists: “%(package)s”. Package ids are unique "
+                   "regardless of case.") % {"package": existing}
+
+
+def package_name_warning(name):
+    """A warning (never a refusal) for a name longer than ATSs usually show; None otherwise."""
+    if name and len(name) > PACKAGE_NAME_SHOWN_LENGTH:
+        return gettext("The name is %(length)d characters long: ATSs usually show about %(shown)d, "
+                       "so customers may see it cut short.") % {
+            "length": len(name), "shown": PACKAGE_NAME_SHOWN_LENGTH}
+    return None
+
+
 class AssessmentPackage(models.Model):
     package_id = models.CharField(
         "package id",
         max_length=100,
         unique=True,
-        validators=[validate_single_line_text],
-        help_text="The id Kombo receives. Stable: never reuse it for another package.",
+        validators=[validate_package_id],
+        help_text=format_lazy(
+            "{} {} {}", _("The id Kombo receives."), PACKAGE_ID_RULE,
+            _("Stable: never reuse it for another package; changing it once published removes the "
+              "package at Kombo and adds a new one.")),
     )
     type = models.CharField(max_length=32, choices=PackageType.choices)
     name = models.CharField(max_length=200, validators=[validate_single_line_text])
@@ -89,9 +133,32 @@ class AssessmentPackage(models.Model):
     class Meta:
         ordering = ["package_id"]
         verbose_name = "assessment package"
+        constraints = [
+            # "BIG5" beside "big5" reads as one package to staff and to ATSs.
+            models.UniqueConstraint(Lower("package_id"), name="package_id_unique_ignoring_case"),
+        ]
 
     def __str__(self):
         return f"{self.name} ({self.package_id})"
+
+    def package_id_clash(self):
+        """Another package with this id, in any case; None when there is none."""
+        if not self.package_id:
+            return None
+        return (AssessmentPackage.objects.exclude(pk=self.pk)
+                .filter(package_id__iexact=self.package_id).order_by("pk").first())
+
+    def validate_unique(self, exclude=None):
+        # The id's uniqueness is validate_constraints' (below), with an error naming the package.
+        super().validate_unique(exclude={*(exclude or ()), "package_id"})
+
+    def validate_constraints(self, exclude=None):
+        if "package_id" not in (exclude or ()):
+            clash = self.package_id_clash()
+            if clash is not None:
+                raise ValidationError({"package_id": ValidationError(
+                    package_id_taken_message(clash), code="unique")})
+        super().validate_constraints(exclude=exclude)
 
 
 class Plan(models.Model):
@@ -137,21 +204,82 @@ class Region(models.TextChoices):
 class SyncStatus(models.TextChoices):
     NEVER_PUBLISHED = "never_published", "Never published"
     IN_SYNC = "in_sync", "In sync"
+    # In sync with Kombo, but the customer's ATS takes packages by hand (is_manual_import_tool).
+    AWAITING_IMPORT = "awaiting_import", "Published: waiting for the customer's import"
     CHANGED = "changed", "Changed since last publish"
     PUBLISHING = "publishing", "Publishing"
     FAILED = "failed", "Last publish did not complete"
 
 
+def integration_tool(kombo_integration_id):
+    """The ATS tool of a Kombo integration id: "workday" for "workday:HWUTwvyx2w"."""
+    return (kombo_integration_id or "").partition(":")[0].strip().lower()
+
+
+# How staff and customers name the tools Kombo's ids abbreviate.
+TOOL_NAMES = {"workday": "Workday", "successfactors": "SAP SuccessFactors"}
+
+
+def tool_name(kombo_integration_id):
+    tool = integration_tool(kombo_integration_id)
+    return TOOL_NAMES.get(tool, tool)
+
+
+def is_manual_import_tool(kombo_integration_id):
+    """Whether the customer's ATS takes packages by hand (KOMBO_MANUAL_IMPORT_TOOLS): Kombo holds
+    the list, and the customer enters it in the ATS (Workday, SAP SuccessFactors)."""
+    tools = {t.strip().lower() for t in getattr(settings, "KOMBO_MANUAL_IMPORT_TOOLS", ()) if t.strip()}
+    return integration_tool(kombo_integration_id) in tools
+
+
+# The sync stage of an integration Kombo holds a list of at its current place: whether that list
+# is the catalogue's (in sync) or not (changed) takes the current body's hash, computed in Python.
+SYNC_STAGE_PUBLISHED = "published"
+
+
+def _sync_stage():
+    """The part of the sync status the database decides from with_sync_state()'s annotations (see
+    selectors.sync_status_of, the one rule that reads it): publishing, failed, never published, or
+    SYNC_STAGE_PUBLISHED. A filter on the first three needs no package at all."""
+    return Case(
+        When(latest_publication_status__in=Publication.ACTIVE_STATUSES, then=Value(SyncStatus.PUBLISHING.value)),
+        When(latest_publication_status__in=Publication.INCOMPLETE_STATUSES, then=Value(SyncStatus.FAILED.value)),
+        When(last_succeeded_sha256__isnull=True, then=Value(SyncStatus.NEVER_PUBLISHED.value)),
+        default=Value(SYNC_STAGE_PUBLISHED), output_field=models.CharField())
+
+
+def _links(rows, key, value):
+    """{key: [value, ...]} of a many-to-many table's `rows`. On PostgreSQL one row a key, with
+    the values aggregated (5,000 rows instead of 250,000 for 5,000 integrations of 50 packages)."""
+    if connection.vendor == "postgresql":
+        from django.contrib.postgres.aggregates import ArrayAgg
+
+        return dict(rows.order_by().values(key).annotate(values=ArrayAgg(value)).values_list(key, "values"))
+    linked = {}
+    for k, v in rows.values_list(key, value):
+        linked.setdefault(k, []).append(v)
+    return linked
+
+
 class IntegrationQuerySet(models.QuerySet):
     def with_sync_state(self):
-        """Everything sync status needs, in a constant number of queries whatever the row count."""
+        """Everything sync status needs, in a constant number of queries whatever the row count:
+        the latest publication and the latest accepted one at the integration's current Kombo id
+        and region (what was published elsewhere does not count, see Publication.at_place)."""
         latest = Publication.objects.filter(integration=OuterRef("pk")).order_by("-pk")
-        succeeded = latest.accepted()
+        succeeded = latest.at_place_of_outer().accepted_here()
+        # The status of the integration's latest publication if it went to its current place
+        # (NULL otherwise): one walk down the (integration, -id) index. Narrowing the rows to the
+        # place first would make PostgreSQL read and sort all of each integration's history
+        # (5 s for 5,000 integrations with a million publications, against a few ms).
+        latest_here = Case(When(Q(target_kombo_integration_id=OuterRef("kombo_integration_id"),
+                                  target_region=OuterRef("region")), then=F("status")), default=Value(None),
+                           output_field=models.CharField())
         return self.annotate(
-            latest_publication_status=Subquery(latest.values("status")[:1]),
+            latest_publication_status=Subquery(latest.annotate(here=latest_here).values("here")[:1]),
             last_succeeded_sha256=Subquery(succeeded.values("body_sha256")[:1]),
             last_published_at=Subquery(succeeded.values("finished_at")[:1]),
-        ).with_offered_packages()
+        ).annotate(sync_stage=_sync_stage()).with_offered_packages()
 
     def with_offered_packages(self):
         """Prefetch what the integrations offer: their own packages and their plans' packages
@@ -170,21 +298,19 @@ class IntegrationQuerySet(models.QuerySet):
         integrations at once. A plan's packages are read once, not once per integration on it, and
         integrations on the same plans with nothing of their own share one list (read-only)."""
         pks = list(self.values_list("pk", flat=True))
-        own = {pk: [] for pk in pks}
-        own_links = Integration.packages.through.objects.filter(integration_id__in=pks)
-        for integration_id, package_pk in own_links.values_list("integration_id", "assessmentpackage_id"):
-            own[integration_id].append(package_pk)
-        plans_of = {}
-        for integration_id, plan_id in Integration.plans.through.objects.filter(
-                integration_id__in=pks).values_list("integration_id", "plan_id"):
-            plans_of.setdefault(integration_id, []).append(plan_id)
-        plan_packages = {}
-        for plan_id, package_pk in Plan.packages.through.objects.filter(
-                plan_id__in={p for plans in plans_of.values() for p in plans}).values_list("plan_id", "assessmentpackage_id"):
-            plan_packages.setdefault(plan_id, []).append(package_pk)
+        # The ids as parameters: as a subquery, the caller's annotations would be computed again.
+        chosen = pks
+        own = {pk: [] for pk in pks} | _links(Integration.packages.through.objects.filter(
+            integration_id__in=chosen), "integration_id", "assessmentpackage_id")
+        plans_of = _links(Integration.plans.through.objects.filter(integration_id__in=chosen),
+                          "integration_id", "plan_id")
+        plan_packages = _links(Plan.packages.through.objects.filter(
+            plan_id__in={p for plans in plans_of.values() for p in plans}), "plan_id", "assessmentpackage_id")
+        # The ids already read above, not a subquery over the links: with thousands of
+        # integrations PostgreSQL probes the links once per package for the whole id list
+        # (0.4-0.7 s at 5,000 integrations; this way a few milliseconds).
         packages = AssessmentPackage.objects.filter(
-            Q(pk__in=own_links.values("assessmentpackage_id"))
-            | Q(pk__in={p for linked in plan_packages.values() for p in linked}))
+            pk__in={p for linked in own.values() for p in linked} | {p for linked in plan_packages.values() for p in linked})
         rows = {pk: tuple(values) for pk, *values in
                 packages.values_list("pk", "package_id", "type", "name", "description")}
         by_plans = {}  # the packages of one combination of plans; a package deleted meanwhile is dropped
@@ -290,36 +416,75 @@ class Integration(models.Model):
         return payloads.body_sha256(payloads.canonical_bytes(self.current_body()))
 
     @property
+    def needs_manual_import(self):
+        return is_manual_import_tool(self.kombo_integration_id)
+
+    @property
     def sync_status(self):
+        """selectors.sync_status_of: the one rule, for the list's column, its filter and the rest."""
+        from .selectors import sync_status_of  # selectors reads these models
+
         if not hasattr(self, "latest_publication_status"):
             annotated = Integration.objects.with_sync_state().get(pk=self.pk)
             self.latest_publication_status = annotated.latest_publication_status
             self.last_succeeded_sha256 = annotated.last_succeeded_sha256
             self.last_published_at = annotated.last_published_at
-        latest = self.latest_publication_status
-        if latest in Publication.ACTIVE_STATUSES:
-            return SyncStatus.PUBLISHING
-        if latest in Publication.INCOMPLETE_STATUSES:
-            return SyncStatus.FAILED
-        if self.last_succeeded_sha256 is None:
-            return SyncStatus.NEVER_PUBLISHED
-        if self.last_succeeded_sha256 == self.current_sha256():
-            return SyncStatus.IN_SYNC
-        return SyncStatus.CHANGED
+            self.sync_stage = annotated.sync_stage
+        return sync_status_of(self)
 
     @property
     def sync_status_label(self):
         return SyncStatus(self.sync_status).label
 
 
+class PlaceOfIntegrationField(models.CharField):
+    """A copy of the integration's field `source`, taken when the row is created if not given:
+    every way of creating a publication (save, bulk_create, planning's COPY) records where it goes."""
+
+    def __init__(self, *args, source, **kwargs):
+        self.source = source
+        super().__init__(*args, **kwargs)
+
+    def deconstruct(self):
+        name, path, args, kwargs = super().deconstruct()
+        return name, path, args, {**kwargs, "source": self.source}
+
+    def pre_save(self, model_instance, add):
+        value = getattr(model_instance, self.attname)
+        if add and not value and model_instance.integration_id is not None:
+            value = getattr(model_instance.integration, self.source)
+            setattr(model_instance, self.attname, value)
+        return value
+
+
 # Publications whose list Kombo took: succeeded, or cancelled while in flight after Kombo had
-# answered 2xx (its list is at Kombo all the same). What Kombo holds is the newest of them.
+# answered 2xx (its list is at Kombo all the same). What Kombo holds is the newest of them sent to
+# the integration's current Kombo id and region (PublicationQuerySet.accepted).
 ACCEPTED = Q(status="succeeded") | Q(status="cancelled", http_status__gte=200, http_status__lt=300)
 
 
 class PublicationQuerySet(models.QuerySet):
-    def accepted(self):
+    def at_place(self, *, kombo_integration_id, region):
+        """Publications sent (or to be sent) to this Kombo integration id and region: values, or
+        expressions such as OuterRef. A list published under another id or region is not there."""
+        return self.filter(target_kombo_integration_id=kombo_integration_id, target_region=region)
+
+    def at_place_of_outer(self):
+        """at_place in a subquery over Integration (filtered on integration=OuterRef("pk")): the
+        outer integration's current id and region, without a join."""
+        return self.at_place(kombo_integration_id=OuterRef("kombo_integration_id"),
+                             region=OuterRef("region"))
+
+    def accepted_here(self):
+        """Lists Kombo took, of publications already narrowed to one place (at_place)."""
         return self.filter(ACCEPTED)
+
+    def accepted(self):
+        """Lists Kombo took at the Kombo id and region their integration has now: the newest is the
+        baseline of every diff and of the sync status. After a move (a new id or region) there is
+        none: the integration is "never published" there."""
+        return self.at_place(kombo_integration_id=F("integration__kombo_integration_id"),
+                             region=F("integration__region")).accepted_here()
 
 
 class Publication(models.Model):
@@ -350,6 +515,14 @@ class Publication(models.Model):
         related_name="+", help_text="Empty when started by a script.",
     )
     requested_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Where this list goes: the integration's Kombo id and region when the publication was created.
+    # What was published counts for that place only (PublicationQuerySet.accepted).
+    target_kombo_integration_id = PlaceOfIntegrationField(
+        "Kombo integration id", max_length=255, editable=False, source="kombo_integration_id",
+        help_text="The integration's Kombo id when this publication was created.")
+    target_region = PlaceOfIntegrationField(
+        "region", max_length=2, choices=Region.choices, editable=False, source="region",
+        help_text="The integration's region when this publication was created.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     body = models.TextField(help_text="The exact bytes sent to Kombo (UTF-8 JSON), snapshotted at creation.")
     body_sha256 = models.CharField("body SHA-256", max_length=64)
@@ -397,17 +570,39 @@ class Publication(models.Model):
         indexes = [
             # The latest publication of an integration (its sync status, the publications list).
             models.Index(fields=["integration", "-id"]),
-            # The latest accepted one (the baseline of every diff), however many failed since.
-            models.Index(fields=["integration", "-id"], name="publication_accepted_idx",
-                         condition=ACCEPTED),
+            # The latest accepted one at the integration's current Kombo id and region (the
+            # baseline of every diff), however many failed since or went elsewhere: one probe.
+            models.Index(fields=["integration", "target_kombo_integration_id", "target_region", "-id"],
+                         name="publication_accepted_idx", condition=ACCEPTED),
         ]
 
     def __str__(self):
-        return f"Publication #{self.pk} of {self.integration_id}"
+        # The integration's name, not its database id: "Publication #4 of 1" reads as "4 of 1".
+        return f"Publication #{self.pk} of {self.integration.name}"
 
     @property
     def is_final(self):
         return self.status in self.FINAL_STATUSES
+
+    @property
+    def was_accepted(self):
+        """Kombo took this list (the Python side of ACCEPTED)."""
+        return self.status == self.Status.SUCCEEDED or (
+            self.status == self.Status.CANCELLED and self.http_status is not None
+            and 200 <= self.http_status < 300)
+
+    @property
+    def needs_manual_import(self):
+        """Kombo took the list, but the customer's ATS takes packages by hand: they must import it."""
+        return self.was_accepted and is_manual_import_tool(self.target_kombo_integration_id)
+
+    @property
+    def tool(self):
+        return integration_tool(self.target_kombo_integration_id)
+
+    @property
+    def tool_name(self):
+        return tool_name(self.target_kombo_integration_id)
 
     def body_dict(self):
         return payloads.parse_body(self.body)

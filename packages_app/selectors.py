@@ -1,13 +1,14 @@
 """Reads shared by the admin and the commands: previews of what a publish would change, the
 integrations out of sync, and the drift between Kombo's list, our ledger and the catalogue."""
 import hashlib
+import json
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, Q, Subquery
 
 from . import diff, payloads
-from .models import Integration, Publication, SyncStatus
+from .models import SYNC_STAGE_PUBLISHED, Integration, Plan, Publication, SyncStatus, integration_tool
 from .publishing.client import integration_base_url, kombo_client
 from .publishing.planning import PlannedPublication, publication_plans
 
@@ -57,7 +58,8 @@ def integrations_preview(integrations_qs):
     distinct (held, next) pair of bodies is diffed once, however many integrations share it; an
     integration in sync needs no body read at all. Thousands of integrations take about a second.
     """
-    accepted = Publication.objects.filter(integration=OuterRef("pk")).accepted().order_by("-pk")
+    accepted = (Publication.objects.filter(integration=OuterRef("pk")).at_place_of_outer().accepted_here()
+                .order_by("-pk"))
     integrations = list(
         integrations_qs.with_sync_state()
         .prefetch_related(None)  # the plans read the packages as values
@@ -183,32 +185,125 @@ class PublishSummary:
 OUT_OF_SYNC = {SyncStatus.CHANGED, SyncStatus.NEVER_PUBLISHED, SyncStatus.FAILED}
 
 
-def integrations_with_sync_status(queryset):
-    """The integrations of `queryset` with their sync status ready, in constant queries and no
-    package model instances: the plans give each current hash from plain values."""
+def sync_status_of(integration):
+    """The one rule for an integration's sync status (Integration.sync_status, the list's column,
+    its filter, the out-of-sync selection), from what with_sync_state() annotates: its latest
+    publication and latest accepted one at its current Kombo id and region, and its current hash.
+    A list Kombo holds for a tool whose customers import packages by hand is not "in sync" yet:
+    it waits for the customer's import (KOMBO_MANUAL_IMPORT_TOOLS)."""
+    if integration.sync_stage != SYNC_STAGE_PUBLISHED:
+        return SyncStatus(integration.sync_stage)  # publishing, failed, never published
+    if integration.last_succeeded_sha256 == integration.current_sha256():
+        return SyncStatus.AWAITING_IMPORT if integration.needs_manual_import else SyncStatus.IN_SYNC
+    return SyncStatus.CHANGED
+
+
+def integrations_with_sync_status(queryset, *, stages=None):
+    """The integrations of `queryset` (those at one of `stages` of the sync stage, if given) with
+    their sync status ready, in constant queries and no package model instances: the plans give
+    each current hash from plain values, for the integrations whose status needs it."""
     # A fresh queryset over the same rows: the caller's may carry annotations of its own.
-    integrations = list(Integration.objects.filter(pk__in=queryset.values("pk")).with_sync_state()
-                        .prefetch_related(None))
-    for integration, plan in zip(integrations, publication_plans(integrations=integrations)):
+    rows = Integration.objects.filter(pk__in=queryset.values("pk")).with_sync_state().prefetch_related(None)
+    if stages is not None:
+        rows = rows.filter(sync_stage__in=stages)
+    integrations = list(rows)
+    # Every integration Kombo holds a list of: its status, or whether it needs a publish.
+    published = [i for i in integrations if i.last_succeeded_sha256 is not None]
+    for integration, plan in zip(published, publication_plans(integrations=published)):
         _knows_its_hash(integration, plan)
     return integrations
 
 
 def integrations_in_sync_status(queryset, statuses):
-    """`queryset` narrowed to the integrations whose sync status is one of `statuses`."""
-    matching = [i.pk for i in integrations_with_sync_status(queryset) if i.sync_status in statuses]
+    """`queryset` narrowed to the integrations whose sync status is one of `statuses`. Publishing,
+    failed and never published are decided by the database alone; the others need each current
+    hash, of the integrations Kombo holds a list of."""
+    stages = {s if s in _STAGES_THE_DATABASE_DECIDES else SYNC_STAGE_PUBLISHED for s in statuses}
+    matching = [i.pk for i in integrations_with_sync_status(queryset, stages=stages)
+                if sync_status_of(i) in statuses]
     return queryset.filter(pk__in=matching)
 
 
+_STAGES_THE_DATABASE_DECIDES = {SyncStatus.PUBLISHING, SyncStatus.FAILED, SyncStatus.NEVER_PUBLISHED}
+
+
+# --- connectors whose customers import packages by hand ----------------------------------------
+
+# The columns of the file the customer imports, per tool: Workday's as Kombo's own export names
+# them ("Generate Available Packages List"); the others name and reference id plainly.
+MANUAL_IMPORT_COLUMNS = {"workday": ("Test Name", "Reference ID Value")}
+DEFAULT_MANUAL_IMPORT_COLUMNS = ("Name", "Reference ID")
+
+
+def manual_import_csv(*, publication):
+    """The packages of an accepted publication as the customer enters them in an ATS that takes
+    packages by hand: name and reference id (the package id orders will refer to), one a row,
+    in the order sent. Exactly the list Kombo took, not the catalogue of today."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    tool = integration_tool(publication.target_kombo_integration_id)
+    writer.writerow(MANUAL_IMPORT_COLUMNS.get(tool, DEFAULT_MANUAL_IMPORT_COLUMNS))
+    for entry in publication.body_dict()["packages"]:
+        writer.writerow([entry["name"], entry["id"]])
+    # A byte order mark: Excel, where customers open it first, then reads UTF-8 names right.
+    return "\ufeff" + out.getvalue()
+
+
+def latest_accepted_publication(*, integration):
+    """What Kombo holds for this integration at its current Kombo id and region; None if nothing."""
+    return integration.publications.accepted().order_by("-pk").first()
+
+
+# --- what a change would remove at Kombo -------------------------------------------------------
+
+def integrations_holding_package(*, package, package_id=None):
+    """The integrations that offer `package` and whose list at Kombo (their latest accepted
+    publication at their current id and region) has it under `package_id` (its id as saved):
+    changing that id removes the package there and adds a new one. One query, by name."""
+    package_id = package_id or package.package_id
+    offering = Integration.objects.filter(
+        Q(pk__in=Integration.packages.through.objects.filter(assessmentpackage_id=package.pk)
+          .values("integration_id"))
+        | Q(plans__in=Plan.packages.through.objects.filter(assessmentpackage_id=package.pk)
+            .values("plan_id")))
+    baseline = (Publication.objects.filter(integration=OuterRef("pk")).at_place_of_outer().accepted_here()
+                .order_by("-pk").values("pk")[:1])
+    # The body is canonical JSON (payloads): the id appears as "id":"<id>" in it, and a quote
+    # inside any value is escaped, so nothing else matches.
+    needle = '"id":' + json.dumps(package_id, ensure_ascii=False)
+    holding = Publication.objects.filter(pk__in=offering.order_by().annotate(b=Subquery(baseline)).values("b"),
+                                         body__contains=needle).values("integration_id")
+    return list(Integration.objects.filter(pk__in=holding).order_by("name", "pk"))
+
+
+def integration_has_been_published(*, integration):
+    """Kombo holds a list from us for this integration at its current Kombo id and region."""
+    return integration.pk is not None and integration.publications.accepted().exists()
+
+
+def needs_publish(integration):
+    """Whether the catalogue's list differs from the one Kombo last accepted at the integration's
+    current place (or Kombo never accepted one there). A publish that failed after Kombo had
+    accepted the same list before leaves nothing to send."""
+    return integration.last_succeeded_sha256 is None or integration.last_succeeded_sha256 != integration.current_sha256()
+
+
 def out_of_sync_integrations():
-    """Active integrations whose catalogue differs from what Kombo last accepted (or never did)."""
-    return integrations_in_sync_status(Integration.objects.filter(is_active=True), OUT_OF_SYNC)
+    """Active integrations that "Publish all out-of-sync" publishes: out of sync (changed, never
+    published, last publish did not complete) and with something Kombo does not hold yet."""
+    active = Integration.objects.filter(is_active=True)
+    return active.filter(pk__in=[i.pk for i in integrations_with_sync_status(active)
+                                 if sync_status_of(i) in OUT_OF_SYNC and needs_publish(i)])
 
 
 def out_of_sync_previews():
-    """The previews of out_of_sync_integrations(), in one pass over the active integrations."""
+    """The previews of out_of_sync_integrations(), in one pass over the active integrations: the
+    same rule, so the page lists nothing the publish then skips as in sync."""
     return [p for p in integrations_preview(Integration.objects.filter(is_active=True))
-            if p.sync_status in OUT_OF_SYNC]
+            if p.sync_status in OUT_OF_SYNC and not p.in_sync]
 
 
 @dataclass

@@ -1,18 +1,20 @@
 """Integrations: sync status, pausing, drift; the publish action and its confirmation page (publish.py)."""
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path
-from django.utils import timezone
+from django.utils.translation import gettext, gettext_lazy as _
 
 from .. import kombo, publishing, selectors
+from ..forms import IntegrationForm
 from ..models import (
     Integration,
     Publication,
     SyncStatus,
+    integration_tool,
 )
 from .display import (
     STATUS_BADGE_COLOURS,
@@ -21,14 +23,22 @@ from .display import (
     cancel_summary,
     plural,
     publication_badge,
+    when,
 )
-from .mixins import ChangeHistoryWithValuesMixin
+from .mixins import ChangeHistoryWithValuesMixin, PublishedIntegrationDeletionMixin
 from .publish import PublishFlowMixin
 from .widgets import SafeAutocompleteMixin
 
 
+# Why publications on their way were cancelled when staff moved the integration (the take says
+# the same of any it finds built for another place).
+MOVED_REASON = publishing.transitions.MOVED_REASON
+
+
 class SyncStatusFilter(admin.SimpleListFilter):
-    title = "sync status"
+    """selectors.integrations_in_sync_status: the same rule (selectors.sync_status_of) as the column."""
+
+    title = _("sync status")
     parameter_name = "sync"
 
     def lookups(self, request, model_admin):
@@ -42,11 +52,13 @@ class SyncStatusFilter(admin.SimpleListFilter):
 
 @admin.register(Integration)
 class IntegrationAdmin(SafeAutocompleteMixin, PublishFlowMixin, ChangeHistoryWithValuesMixin,
+                       PublishedIntegrationDeletionMixin,
                        admin.ModelAdmin):
     list_display = ("name", "kombo_integration_id", "region", "is_active", "package_total",
                     "sync_status_badge", "last_published")
     list_filter = (SyncStatusFilter, "region", "is_active", "plans", "created_by_webhook")
-    search_fields = ("name", "kombo_integration_id")
+    # A package id finds the integrations that offer it themselves (Django adds the DISTINCT).
+    search_fields = ("name", "kombo_integration_id", "packages__package_id")
     # A search box over the catalogue, not a list of every package: the page stays fast with
     # ten thousand of them.
     autocomplete_fields = ("plans", "packages")
@@ -54,8 +66,10 @@ class IntegrationAdmin(SafeAutocompleteMixin, PublishFlowMixin, ChangeHistoryWit
     # is the slowest query of the page.
     show_full_result_count = False
     actions = ("publish_selected", "pause_selected")
+    form = IntegrationForm
     fieldsets = (
-        (None, {"fields": ("name", "kombo_integration_id", "region", "is_active")}),
+        # confirm_move is a hidden field unless a save moves a published integration (forms.py).
+        (None, {"fields": ("name", "kombo_integration_id", "region", "confirm_move", "is_active")}),
         ("Packages offered", {"fields": ("plans", "packages")}),
     )
     change_form_template = "admin/packages_app/integration/change_form.html"
@@ -95,7 +109,7 @@ class IntegrationAdmin(SafeAutocompleteMixin, PublishFlowMixin, ChangeHistoryWit
     def last_published(self, obj):
         if not obj.last_published_at:
             return "—"
-        return timezone.localtime(obj.last_published_at).strftime("%d %b %Y %H:%M")
+        return when(obj.last_published_at)
 
     # Pausing -------------------------------------------------------------------------------
     @admin.action(description="Pause publishing", permissions=["change"])
@@ -119,7 +133,18 @@ class IntegrationAdmin(SafeAutocompleteMixin, PublishFlowMixin, ChangeHistoryWit
         self.message_user(request, " ".join(parts), messages.SUCCESS)
 
     def save_model(self, request, obj, form, change):
+        old_place = (form.initial.get("kombo_integration_id"), form.initial.get("region"))
         super().save_model(request, obj, form, change)
+        if change and old_place != (obj.kombo_integration_id, obj.region):
+            # Built for the old place: they must not reach the new one, nor count there. (The
+            # admin's save is one transaction, and creating publications locks the integration,
+            # so none for the new place exists yet.)
+            on_their_way = Publication.objects.filter(
+                integration=obj, status__in=Publication.ACTIVE_STATUSES).exclude(
+                target_kombo_integration_id=obj.kombo_integration_id, target_region=obj.region)
+            obj.cancelled_by_move = publishing.publications_cancel(
+                publication_ids=list(on_their_way.values_list("pk", flat=True)),
+                cancelled_by=request.user, reason=MOVED_REASON)
         if change and "is_active" in form.changed_data and form.initial.get("is_active") and not obj.is_active:
             # Paused by this save: what it had on its way must not reach Kombo.
             obj.cancelled_by_pause = publishing.integration_publications_cancel(
@@ -127,6 +152,9 @@ class IntegrationAdmin(SafeAutocompleteMixin, PublishFlowMixin, ChangeHistoryWit
 
     def response_change(self, request, obj):
         response = super().response_change(request, obj)  # "... was changed successfully." first
+        if getattr(obj, "cancelled_by_move", None) and any(obj.cancelled_by_move):
+            self.message_user(request, gettext("%(name)s moved: %(summary)s") % {
+                "name": obj.name, "summary": cancel_summary(*obj.cancelled_by_move)}, messages.WARNING)
         if hasattr(obj, "cancelled_by_pause"):
             summary = cancel_summary(*obj.cancelled_by_pause)
             self.message_user(request, f"Publishing to Kombo is paused for {obj.name}: "
@@ -142,6 +170,8 @@ class IntegrationAdmin(SafeAutocompleteMixin, PublishFlowMixin, ChangeHistoryWit
                  name="packages_app_integration_compare"),
             path("<int:pk>/publications-live/", self.admin_site.admin_view(self.publications_live_view),
                  name="packages_app_integration_publications_live"),
+            path("<int:pk>/manual-import/<int:publication_pk>/", self.admin_site.admin_view(self.manual_import_view),
+                 name="packages_app_integration_manual_import"),
         ] + super().get_urls()
 
     def compare_view(self, request, pk):
@@ -184,6 +214,24 @@ class IntegrationAdmin(SafeAutocompleteMixin, PublishFlowMixin, ChangeHistoryWit
         html = render_to_string("admin/packages_app/integration/_publications.html", context, request)
         return JsonResponse({"final": context["publications_final"], "html": html})
 
+    def manual_import_view(self, request, pk, publication_pk):
+        """The CSV a customer whose ATS takes packages by hand imports: name and reference id of
+        each package of a list Kombo took (that publication's, exactly as sent)."""
+        publication = get_object_or_404(Publication.objects.select_related("integration"),
+                                        pk=publication_pk, integration_id=pk)
+        if not (self.has_view_or_change_permission(request, publication.integration)
+                and request.user.has_perm("packages_app.view_publication")):
+            raise PermissionDenied
+        if not publication.was_accepted:
+            # Kombo did not take it: the customer would import a list that is not at Kombo.
+            raise Http404(gettext("Kombo did not take this publication's list: there is nothing to import."))
+        response = HttpResponse(selectors.manual_import_csv(publication=publication),
+                                content_type="text/csv; charset=utf-8")
+        tool = integration_tool(publication.target_kombo_integration_id) or "ats"
+        response["Content-Disposition"] = (f'attachment; filename="packages-{tool}-'
+                                           f'integration{pk}-publication{publication.pk}.csv"')
+        return response
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = {
             **(extra_context or {}),
@@ -193,8 +241,18 @@ class IntegrationAdmin(SafeAutocompleteMixin, PublishFlowMixin, ChangeHistoryWit
             **(self._publications_context(object_id)
                if str(object_id).isdigit() and request.user.has_perm("packages_app.view_publication")
                else {}),
+            **(self._manual_import_context(object_id)
+               if str(object_id).isdigit() and request.user.has_perm("packages_app.view_publication")
+               else {}),
         }
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def _manual_import_context(self, integration_pk):
+        """For a tool whose customers import packages by hand: the list Kombo holds, to send them."""
+        integration = Integration.objects.filter(pk=integration_pk).first()
+        if integration is None or not integration.needs_manual_import:
+            return {}
+        return {"manual_import_publication": selectors.latest_accepted_publication(integration=integration)}
 
 
 # --- the ledger -----------------------------------------------------------------------------

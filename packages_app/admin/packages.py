@@ -3,31 +3,36 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
-from django.http import HttpResponse, HttpResponseRedirect
-from django.template.response import TemplateResponse
+from django.http import HttpResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html_join
+from django.utils.translation import gettext
 
 from .. import catalogue_io
-from ..forms import CatalogueImportForm
+from ..forms import AssessmentPackageForm
 from ..models import (
     AssessmentPackage,
     Plan,
 )
-from .mixins import ChangeHistoryWithValuesMixin
+from .catalogue_import import CatalogueImportMixin
+from .mixins import ChangeHistoryWithValuesMixin, PackageDeletionMixin
 
 
 @admin.register(AssessmentPackage)
-class AssessmentPackageAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
+class AssessmentPackageAdmin(PackageDeletionMixin, CatalogueImportMixin, ChangeHistoryWithValuesMixin,
+                             admin.ModelAdmin):
     list_display = ("package_id", "name", "type", "offered_by", "updated_at")
     list_display_links = ("package_id", "name")
     list_filter = ("type",)
     search_fields = ("package_id", "name", "description")
     show_full_result_count = False
     readonly_fields = ("integrations_offering", "created_at", "updated_at")
-    fields = ("package_id", "type", "name", "description", "integrations_offering",
+    form = AssessmentPackageForm
+    # confirm_id_change is a hidden field unless a save changes a published id (forms.py).
+    fields = ("package_id", "confirm_id_change", "type", "name", "description", "integrations_offering",
               "created_at", "updated_at")
+    change_form_template = "admin/packages_app/assessmentpackage/change_form.html"
 
     change_list_template = "admin/packages_app/assessmentpackage/change_list.html"
 
@@ -39,6 +44,14 @@ class AssessmentPackageAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
             integration_count=Count("integrations"),
             plan_count=Coalesce(Subquery(plans, output_field=IntegerField()), 0),
         )
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if "name" in form.changed_data or not change:
+            warning = form.name_warning()
+            if warning:
+                self.message_user(request, gettext("%(package)s: %(warning)s") % {
+                    "package": obj, "warning": warning}, messages.WARNING)
 
     def get_urls(self):
         return [
@@ -68,35 +81,6 @@ class AssessmentPackageAdmin(ChangeHistoryWithValuesMixin, admin.ModelAdmin):
         stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
         response["Content-Disposition"] = f'attachment; filename="packages-{stamp}.{fmt}"'
         return response
-
-    def import_view(self, request):
-        """Upload a JSON or CSV catalogue: every row is checked first; one bad row, nothing written."""
-        if not self.has_import_permission(request):
-            raise PermissionDenied
-        form = CatalogueImportForm(request.POST or None, request.FILES or None)
-        result = None
-        if request.method == "POST" and form.is_valid():
-            upload = form.cleaned_data["file"]
-            fmt = form.cleaned_data["format"] or None
-            try:
-                result = catalogue_io.catalogue_import(
-                    data=upload.read(), filename=upload.name, fmt=fmt, user=request.user,
-                    via=f"import of {upload.name}",
-                )
-            except catalogue_io.ImportFormatError as exc:
-                form.add_error("file", str(exc))
-            else:
-                if result.ok:
-                    self.message_user(request, f"Imported {upload.name}: {result.summary()}", messages.SUCCESS)
-                    return HttpResponseRedirect(reverse("admin:packages_app_assessmentpackage_changelist"))
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Import packages",
-            "opts": self.model._meta,
-            "form": form,
-            "result": result,
-        }
-        return TemplateResponse(request, "admin/packages_app/assessmentpackage/import.html", context)
 
     @admin.display(description="offered by", ordering="integration_count")
     def offered_by(self, obj):

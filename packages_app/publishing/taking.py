@@ -8,7 +8,9 @@ The rules, in order, for one publication:
   final                                        -> left alone
   left `sending` by a run that is gone         -> decided like the others, under the lease, and
                                                   its unfinished attempt counted as lost
-  cancel requested, or its integration paused  -> cancelled
+  cancel requested, its integration paused, or
+  its integration moved to another Kombo id or
+  region since it was made                     -> cancelled
   retrying/waiting and not due yet             -> left alone (an early message)
   a newer publication of its integration       -> superseded
   no API key, or KOMBO_MAX_ATTEMPTS spent      -> failed
@@ -19,8 +21,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Exists, F, OuterRef, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import CharField, Count, Exists, F, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce, Concat
 from django.utils import timezone
 
 from ..models import Publication, PublicationAttempt
@@ -124,11 +126,13 @@ def _read(ids):
     rows = rows.annotate(
         has_newer=Exists(newer), spent=Coalesce(Subquery(spent), 0),
         integration_active=F("integration__is_active"),
-        kombo_integration_id=F("integration__kombo_integration_id"), region=F("integration__region"),
+        integration_place=Concat(F("integration__kombo_integration_id"), Value(" "), F("integration__region"),
+                                 output_field=CharField()),
         integration_lease_token=F("integration__publish_lease_token"),
     ).values("pk", "integration_id", "status", "next_attempt_at", "started_at", "attempts", "body",
              "cancel_requested_at", "failure_reason", "lease_token", "has_newer", "spent",
-             "integration_active", "kombo_integration_id", "region", "integration_lease_token")
+             "integration_active", "target_kombo_integration_id", "target_region", "integration_place",
+             "integration_lease_token")
     return {row["pk"]: row for row in rows}
 
 
@@ -137,8 +141,13 @@ def _decide(row, now):
     status = row["status"]
     if status in Publication.FINAL_STATUSES:
         return "leave"
-    if row["cancel_requested_at"] is not None or not row["integration_active"]:
-        return "cancel"
+    if row["cancel_requested_at"] is not None:
+        return "cancel:"  # with the reason staff gave
+    if not row["integration_active"]:
+        return "cancel:" + transitions.PAUSED_REASON
+    if row["integration_place"] != f'{row["target_kombo_integration_id"]} {row["target_region"]}':
+        # Built for the place it had: it must neither reach the new one nor count there.
+        return "cancel:" + transitions.MOVED_REASON
     due_by = now + timedelta(seconds=EARLY_ARRIVAL_SLACK_SECONDS)
     if status in (Status.RETRYING, Status.WAITING) and row["next_attempt_at"] and row["next_attempt_at"] > due_by:
         return "leave"
@@ -165,18 +174,18 @@ def _end(verdict, chosen, rows, decided, *, token, resting):
                                ([pk for pk in chosen if pk not in resting], token)):
         if not group:
             continue
-        if verdict == "cancel":
-            transitions.cancelled(group, token=lease_token, reason=_pause_or_request(rows, group))
-        elif verdict == "supersede":
+        if verdict == "supersede":
             transitions.superseded(group, token=lease_token)
-        else:
-            for pk in group:
-                transitions.failed([pk], token=lease_token, reason=decided[pk].split(":", 1)[1])
-
-
-def _pause_or_request(rows, group):
-    # A cancel staff asked for keeps its own reason (None); a paused integration gives one.
-    return None if all(rows[pk]["cancel_requested_at"] for pk in group) else transitions.PAUSED_REASON
+            continue
+        by_reason = {}
+        for pk in group:
+            by_reason.setdefault(decided[pk].split(":", 1)[1], []).append(pk)
+        for reason, pks in by_reason.items():
+            if verdict == "cancel":
+                # A cancel staff asked for keeps its own reason (None here).
+                transitions.cancelled(pks, token=lease_token, reason=reason or None)
+            else:
+                transitions.failed(pks, token=lease_token, reason=reason)
 
 
 def _close_lost_attempts(ids, now):
@@ -201,7 +210,7 @@ def _claim(ids, rows, *, token, now):
     ])
     return [
         Taken(publication_id=pk, integration_id=rows[pk]["integration_id"],
-              kombo_integration_id=rows[pk]["kombo_integration_id"], region=rows[pk]["region"],
+              kombo_integration_id=rows[pk]["target_kombo_integration_id"], region=rows[pk]["target_region"],
               body=rows[pk]["body"], attempt_id=attempt.pk, number=rows[pk]["attempts"] + 1,
               spent=rows[pk]["spent"] + 1, started_at=rows[pk]["started_at"] or now,
               # A row a dead run left sending goes back as queued: its lost attempt is closed.

@@ -23,6 +23,7 @@ Status = Publication.Status
 SUPERSEDED_REASON = "A newer publication of this integration was requested; it carries the newer catalogue."
 IN_FLIGHT_CANCEL = " (its request was in flight and its answer is kept)"
 PAUSED_REASON = "The integration was paused."
+MOVED_REASON = "The integration moved to another Kombo integration id or region before this was sent."
 
 
 def _rows(ids, *, token):

@@ -718,10 +718,14 @@ class Seeder:
             "finished_at": ts("p.finished_at"), "lease_token": "p.lease_token",
             "cancel_requested_at": ts("p.cancel_requested_at"), "cancelled_by_id": "p.cancelled_by_id",
             "cancel_reason": "s.cancel_reason",
+            # Where each went: the integration's id and region (seed_demo never moves one).
+            "target_kombo_integration_id": "i.kombo_integration_id", "target_region": "i.region",
         }
+        integrations = connection.ops.quote_name(Integration._meta.db_table)
         written = _insert_select(Publication, expressions,
                                  "seed_plan p JOIN seed_body b ON b.id = p.body_id "
-                                 "JOIN seed_story s ON s.id = p.story_id")
+                                 "JOIN seed_story s ON s.id = p.story_id "
+                                 f"JOIN {integrations} i ON i.id = p.integration_id")
         if written != self.counts["publications"]:
             raise CommandError(f"Staged {self.counts['publications']} publications but inserted {written}.")
         return written

@@ -1,7 +1,10 @@
 """Who changed what and when, outside the admin's own forms (imports, commands): entries in
 Django's admin log, so they show on each object's History page next to the admin's own."""
+from dataclasses import dataclass, field
+
 from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from django.contrib.auth import get_user_model
+from django.utils.translation import gettext as _
 
 AUTOMATION_USERNAME = "automation"
 
@@ -20,13 +23,32 @@ def actor(user):
     return automation
 
 
+@dataclass
+class SetChange:
+    """A change to a set (an integration's packages, a plan's): what came in, what went out."""
+
+    added: list = field(default_factory=list)
+    removed: list = field(default_factory=list)
+
+    def __str__(self):
+        parts = []
+        if self.added:
+            parts.append(_("added %(items)s") % {"items": ", ".join(map(str, self.added))})
+        if self.removed:
+            parts.append(_("removed %(items)s") % {"items": ", ".join(map(str, self.removed))})
+        return ", ".join(parts) or _("unchanged")
+
+
 def describe_changes(changes):
-    """'name: "Old" → "New"; type: "A" → "B"' for a {field: (old, new)} dict."""
+    """'name: "Old" → "New"; packages: added a, b, removed c' for a {field: (old, new) or
+    SetChange} dict."""
     def short(value):
         text = str(value)
         return text if len(text) <= 120 else text[:117] + "…"
 
-    return "; ".join(f'{field}: "{short(old)}" → "{short(new)}"' for field, (old, new) in changes.items())
+    return "; ".join(f"{name}: {change}" if isinstance(change, SetChange)
+                     else f'{name}: "{short(change[0])}" → "{short(change[1])}"'
+                     for name, change in changes.items())
 
 
 def _log(*, user, obj, action_flag, message):
@@ -46,3 +68,11 @@ def record_addition(*, user, obj, via):
 def record_change(*, user, obj, changes, via):
     _log(user=user, obj=obj, action_flag=CHANGE, message=f"Changed by {via}: {describe_changes(changes)}.")
 
+
+def record_removal(*, user, objs, message):
+    """One History entry on each of `objs` (integrations, plans) for something taken from them,
+    as a package deleted from the catalogue: written together, however many they are."""
+    if not objs:
+        return
+    LogEntry.objects.log_actions(user_id=actor(user).pk, queryset=objs, action_flag=CHANGE,
+                                 change_message=message)

@@ -147,7 +147,7 @@ def test_staff_flow_publish_read_diff_watch_status_remove_and_fail(page):
     assert "1002" in removals
     shot(page, "04-confirm-removal")
     page.click("input[type=submit][value='Yes, publish to Kombo']")
-    assert "Tick the box to confirm that Kombo will mark 1 package(s) deleted" in page.inner_text(".errorlist")
+    assert "Tick the box to confirm that Kombo will mark 1 package deleted" in page.inner_text("#removal-tick .errorlist")
     page.check("#confirm-removals")
     page.click("input[type=submit][value='Yes, publish to Kombo']")
     page.wait_for_selector("#kombo-live .status-succeeded")
@@ -250,7 +250,7 @@ def test_publishing_60_integrations_at_once(page):
 
     # The tick is required, then 53 publications are queued (in sync and paused skipped).
     page.click("input[type=submit][value='Yes, publish to Kombo']")
-    assert "Tick the box to confirm that Kombo will mark 10 package(s) deleted" in page.inner_text(".errorlist")
+    assert "Tick the box to confirm that Kombo will mark 10 packages deleted" in page.inner_text("#removal-tick .errorlist")
     page.check("#confirm-removals")
     page.click("input[type=submit][value='Yes, publish to Kombo']")
     page.wait_for_selector(".messagelist .success")
@@ -261,3 +261,306 @@ def test_publishing_60_integrations_at_once(page):
     while Publication.objects.exclude(status__in=Publication.FINAL_STATUSES).exists():
         assert time.monotonic() < deadline, sorted(Publication.objects.values_list("status", "attempts", "failure_reason"))
         time.sleep(0.5)
+
+
+# --- every page, as staff see it at 1,280 px ---------------------------------------------------
+
+def every_page_data(sandbox):
+    """A catalogue, a plan, integrations and a publication in every state a page can show, one of
+    them really published through the worker so the compare page reads Kombo's side."""
+    from django.utils import timezone
+
+    from packages_app.models import Plan, PublicationAttempt, WebhookEvent
+
+    packages = {pid: AssessmentPackage.objects.create(package_id=pid, type=type_, name=name,
+                                                       description=f"What {name} measures, in two lines.")
+                for pid, type_, name in [
+                    ("ts-senior", "SKILLS_TEST", LONG_NAME), ("video-basic", "VIDEO_INTERVIEW", "Video interview"),
+                    ("big5", "BEHAVIORAL", "Big Five personality"),
+                    ("ref-check-basic", "REFERENCE_CHECK", "Reference check"),
+                    ("crim-eu", "BACKGROUND_CHECK", "Criminal record check (EU)")]}
+    plan = Plan.objects.create(name="Standard", description="What most customers get.", is_default=True)
+    plan.packages.set([packages["ts-senior"], packages["video-basic"]])
+    acme = Integration.objects.create(name="Acme Corp", kombo_integration_id="recruitee:HWUTwvyx2wLoSUHphiWVrp28")
+    acme.plans.set([plan])
+    acme.packages.set([packages["big5"]])
+    # Published (the ledger and Kombo, the sandbox, hold the same list; the engine's own tests
+    # cover sending it)...
+    from packages_app.sandbox import _IntegrationState
+
+    sent = payloads.build_body([packages["big5"], packages["ts-senior"], packages["video-basic"]])
+    body = payloads.canonical_bytes(sent)
+    now = timezone.now()
+    Publication.objects.create(integration=acme, status="succeeded", body=body.decode(), http_status=200,
+                               body_sha256=payloads.body_sha256(body), package_count=3, attempts=1,
+                               started_at=now, finished_at=now)
+    state = sandbox._states.setdefault(acme.kombo_integration_id, _IntegrationState())
+    # ...then Kombo lost a package on its side, and the catalogue gained one.
+    state.replace([p for p in sent["packages"] if p["id"] != "big5"])
+    acme.packages.add(packages["ref-check-basic"])
+
+    globex = Integration.objects.create(name="Globex GmbH", kombo_integration_id="greenhouse:Globex77")
+    globex.packages.set([packages["ts-senior"], packages["crim-eu"]])
+    body = payloads.canonical_bytes(payloads.build_body([packages["ts-senior"], packages["crim-eu"]]))
+    common = dict(integration=globex, body=body.decode(), body_sha256=payloads.body_sha256(body), package_count=2,
+                  started_at=now, enqueued_at=now)
+    staff = User.objects.get(username="staff")
+    made = {
+        "succeeded": Publication.objects.create(
+            **common, status="succeeded", http_status=200, attempts=1, finished_at=now, requested_by=staff,
+            warnings=['Package "crim-eu" has a long description; some ATSs cut it at 200 characters.']),
+        "failed": Publication.objects.create(
+            **common, status="failed", http_status=404, attempts=1, finished_at=now, requested_by=staff,
+            error_code="PLATFORM.INTEGRATION_NOT_FOUND", error_title="Integration not found",
+            error_message="The integration greenhouse:Globex77 does not exist or was deleted.",
+            error_log_url="https://app.kombo.dev/logs?interactionId=123",
+            failure_reason="Kombo refused the request (HTTP 404): PLATFORM.INTEGRATION_NOT_FOUND."),
+        "superseded": Publication.objects.create(**common, status="superseded", finished_at=now),
+        "cancelled": Publication.objects.create(
+            **common, status="cancelled", finished_at=now, cancel_requested_at=now, cancelled_by=staff,
+            cancel_reason="Wrong packages selected"),
+        "waiting": Publication.objects.create(
+            **common, status="waiting", attempts=1, next_attempt_at=now + timezone.timedelta(hours=1)),
+    }
+    PublicationAttempt.objects.create(publication=made["failed"], number=1, started_at=now, finished_at=now,
+                                      http_status=404, error_code="PLATFORM.INTEGRATION_NOT_FOUND",
+                                      outcome="failed", message="Integration not found")
+    WebhookEvent.objects.create(event_id="evt_1", type="integration-created", outcome="created",
+                                payload={"id": "evt_1"}, integration=acme, processed_at=now,
+                                detail="Created Acme Corp with the plan Standard.")
+    return {"acme": acme, "globex": globex, "packages": packages, "plan": plan, "publications": made}
+
+
+# The README's screenshots, refreshed by test_every_page_at_1280px: tests/screenshots name -> docs name.
+README_SHOTS = {"page-publication-succeeded": "publication-status", "page-integrations": "integrations",
+                "page-plans": "plans", "page-webhooks": "webhooks", "page-confirm-removal": "confirm-removal",
+                "page-publications": "publications", "page-compare": "compare",
+                "page-import-preview": "import-preview", "page-integration-delete": "integration-delete"}
+
+
+def page_shot(page, name):
+    """A screenshot into tests/screenshots/, and into docs/screenshots/ when the README shows it."""
+    shot(page, name)
+    if name in README_SHOTS:
+        DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(DOCS_SHOTS / f"{README_SHOTS[name]}.png"), full_page=True)
+
+
+def log_in(page, username="staff", password="a-long-test-password-1"):
+    page.goto("/admin/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+
+
+def test_every_page_at_1280px(page, sandbox, browser, live_server):
+    """A screenshot of every page of the app into tests/screenshots/, and what each must show."""
+    log_in(page)
+    page.wait_for_selector("#site-name")
+    data = every_page_data(sandbox)
+    acme, globex, made = data["acme"], data["globex"], data["publications"]
+    shots = {
+        "page-home": "/admin/",
+        "page-packages": "/admin/packages_app/assessmentpackage/",
+        "page-package": f"/admin/packages_app/assessmentpackage/{data['packages']['big5'].pk}/change/",
+        "page-package-add": "/admin/packages_app/assessmentpackage/add/",
+        "page-plans": "/admin/packages_app/plan/",
+        "page-plan": f"/admin/packages_app/plan/{data['plan'].pk}/change/",
+        "page-integrations": "/admin/packages_app/integration/",
+        "page-integration": f"/admin/packages_app/integration/{acme.pk}/change/",
+        "page-integration-add": "/admin/packages_app/integration/add/",
+        "page-publications": "/admin/packages_app/publication/",
+        "page-publications-of-globex": f"/admin/packages_app/publication/?integration__id__exact={globex.pk}",
+        "page-webhooks": "/admin/packages_app/webhookevent/",
+        "page-webhook": f"/admin/packages_app/webhookevent/{WebhookEventPk.get()}/change/",
+        "page-compare": f"/admin/packages_app/integration/{acme.pk}/compare/",
+        "page-confirm": f"/admin/packages_app/integration/publish/?ids={globex.pk}",
+        "page-import": "/admin/packages_app/assessmentpackage/import/",
+        "page-integration-history": f"/admin/packages_app/integration/{acme.pk}/history/",
+    }
+    for status, publication in made.items():
+        shots[f"page-publication-{status}"] = f"/admin/packages_app/publication/{publication.pk}/change/"
+    for name, url in shots.items():
+        page.goto(url)
+        page.wait_for_selector("#content")
+        assert "Server Error" not in page.content(), url
+        page_shot(page, name)
+
+    # The confirmation page with a removal (Kombo holds big5 again; the catalogue drops it).
+    sandbox._states[acme.kombo_integration_id].replace(
+        Publication.objects.filter(integration=acme).get().body_dict()["packages"])
+    acme.packages.remove(data["packages"]["big5"])
+    page.goto(f"/admin/packages_app/integration/publish/?ids={acme.pk}")
+    assert "big5" in page.inner_text(".kombo-removals")
+    page_shot(page, "page-confirm-removal")
+
+    # A failed publication says Kombo's error once and offers to publish again once; a superseded
+    # one says nothing was sent and links the next one.
+    page.goto(f"/admin/packages_app/publication/{made['failed'].pk}/change/")
+    assert page.locator("a.kombo-republish").count() == 1
+    assert page.locator(".kombo-reason").count() == 0  # the error box says it
+    assert page.locator(".object-tools a").count() == 0  # no History, no second "publish again"
+    page.goto(f"/admin/packages_app/publication/{made['superseded'].pk}/change/")
+    assert "What would have been sent (never sent)" in page.inner_text("#content-main")
+    page.click("a.kombo-successor")
+    assert page.url.endswith(f"/publication/{made['cancelled'].pk}/change/")
+    # The History of a publication is its own page, never an empty one.
+    page.goto(f"/admin/packages_app/publication/{made['failed'].pk}/history/")
+    assert page.url.endswith(f"/publication/{made['failed'].pk}/change/")
+
+    # The publications list: every column on screen, a warnings filter, a search-box filter by integration.
+    page.goto("/admin/packages_app/publication/")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    for column in ("error", "warning_count"):
+        box = page.locator(f"th.column-{column}").bounding_box()
+        assert box and box["x"] + box["width"] <= 1280 - 240, column
+    page.click("a:has-text('With warnings')")
+    page.wait_for_selector(".kombo-warning-count")
+    assert page.locator("#result_list tbody tr").count() == 1
+    page.goto("/admin/packages_app/publication/")
+    page.click(".kombo-integration-filter .select2-selection")
+    page.fill(".select2-search__field", "Glob")
+    page.click(".select2-results__option:has-text('Globex GmbH')")
+    page.wait_for_url(re.compile(rf"integration__id__exact={globex.pk}"))
+    assert page.locator("#result_list tbody tr").count() == 5
+    assert "Globex GmbH" in page.inner_text(".kombo-integration-filter li.selected")
+
+    # Compare at a phone's width: the table scrolls in its box, the page does not overflow.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"/admin/packages_app/integration/{acme.pk}/compare/")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    shot(page, "page-compare-390px")
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    # Deleting a package names the customers who lose it, and their History records it.
+    crim = data["packages"]["crim-eu"]
+    page.goto(f"/admin/packages_app/assessmentpackage/{crim.pk}/delete/")
+    text = page.inner_text("#content")
+    assert "No longer offered to Globex GmbH" in text and "object (" not in text
+    shot(page, "page-package-delete")
+    page.click("input[type=submit]")
+    page.wait_for_selector(".messagelist .success")
+    page.goto(f"/admin/packages_app/integration/{globex.pk}/history/")
+    assert "Package Criminal record check (EU) (crim-eu) removed" in page.inner_text("#change-history")
+    shot(page, "page-integration-history-after-delete")
+
+    # Deleting a published integration: why not, and pausing it instead.
+    page.goto("/admin/packages_app/integration/")
+    page.check(f"input[name=_selected_action][value='{acme.pk}']")
+    page.select_option("select[name=action]", "delete_selected")
+    page.click("button[name=index]")
+    assert "permission" not in page.inner_text("#content")
+    page_shot(page, "page-integration-delete")
+    page.click("input.kombo-pause-instead")
+    page.wait_for_selector(".messagelist .success")
+    assert "1 integration paused" in page.inner_text(".messagelist")
+    assert not Integration.objects.get(pk=acme.pk).is_active
+
+    # The import page and its preview: a semicolon-separated file, nothing written before the confirm.
+    csv_file = SHOTS / "import-semicolons.csv"
+    csv_file.write_text("id;type;name;description\r\nbig5;BEHAVIORAL;Big Five (short);Five traits.\r\n"
+                        "sql-basic;SKILLS_TEST;SQL basics;Queries and joins.\r\n", encoding="utf-8")
+    page.goto("/admin/packages_app/assessmentpackage/import/")
+    page.set_input_files("input[type=file]", str(csv_file))
+    page.click("input[type=submit]")
+    page.wait_for_selector(".kombo-import-preview")
+    assert "sql-basic" in page.inner_text(".kombo-import-added")
+    assert "Big Five (short)" in page.inner_text(".kombo-import-changed")
+    assert not AssessmentPackage.objects.filter(package_id="sql-basic").exists()
+    page_shot(page, "page-import-preview")
+    page.click("input.kombo-import-confirm")
+    page.wait_for_selector(".messagelist .success")
+    assert AssessmentPackage.objects.get(package_id="big5").name == "Big Five (short)"
+    assert AssessmentPackage.objects.filter(package_id="sql-basic").exists()
+
+    # The lockout page, in a fresh context.
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live_server.url)
+    other = context.new_page()
+    for _ in range(6):
+        log_in(other, "staff", "wrong-password")
+    text = other.inner_text("body")
+    assert "Try again in 15 minutes" in text and "Kombo package publisher" in text
+    assert "PT15M" not in text and "Django administration" not in text
+    shot(other, "page-lockout")
+    context.close()
+
+
+class WebhookEventPk:
+    @staticmethod
+    def get():
+        from packages_app.models import WebhookEvent
+
+        return WebhookEvent.objects.get().pk
+
+
+# --- what Kombo holds and its open orders (issue 12) ---------------------------------------------
+
+def _log_in(page):
+    page.goto("/admin/")
+    page.fill("#id_username", "staff")
+    page.fill("#id_password", "a-long-test-password-1")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#site-name")
+
+
+def _published_at_kombo(integration, sandbox):
+    """The ledger's succeeded row and Kombo's list (a real PUT to the sandbox), without the worker."""
+    from django.utils import timezone
+
+    from packages_app import publishing
+
+    (pub,) = publishing.publications_create(integrations=[integration])
+    publishing.kombo_client().set_packages(base_url=sandbox.url, integration_id=integration.kombo_integration_id,
+                                           body=pub.body.encode())
+    Publication.objects.filter(pk=pub.pk).update(status="succeeded", finished_at=timezone.now())
+
+
+def test_confirmation_shows_what_only_kombo_had_and_open_orders(page, sandbox, no_broker):
+    catalogue = {pid: AssessmentPackage.objects.create(package_id=pid, type=type_, name=name,
+                                                        description=f"What {name} measures.")
+                 for pid, type_, name in [("1001", "SKILLS_TEST", "TypeScript"),
+                                          ("1002", "VIDEO_INTERVIEW", "Video interview"),
+                                          ("1003", "BEHAVIORAL", "Teamwork"), ("1004", "SKILLS_TEST", "SQL")]}
+    acme = Integration.objects.create(name="Acme Corp", kombo_integration_id="recruitee:AcmeKombo1")
+    acme.packages.set(catalogue.values())
+    globex = Integration.objects.create(name="Globex GmbH", kombo_integration_id="greenhouse:Globex77")
+    globex.packages.set(catalogue.values())
+    for integration in (acme, globex):
+        _published_at_kombo(integration, sandbox)
+    # Acme: a package added in Kombo's dashboard, never published from here; SQL renamed here.
+    sandbox.add_packages(acme.kombo_integration_id, [
+        {"id": "legacy-7", "name": "Old aptitude test", "description": None, "type": None}])
+    catalogue["1004"].name = "SQL and data modelling"
+    catalogue["1004"].save()
+    # Globex: Teamwork retired for it while candidates are in the middle of it.
+    globex.packages.remove(catalogue["1003"])
+    sandbox.add_orders(globex.kombo_integration_id, package_id="1003", count=263)
+    sandbox.add_orders(globex.kombo_integration_id, package_id="1001", count=40)
+
+    _log_in(page)
+    page.goto(f"/admin/packages_app/integration/publish/?ids={acme.pk}")
+    page.wait_for_selector("h1:has-text('Publish to Kombo')")
+    assert "Compared with Kombo’s current list, read just now." in page.inner_text(".kombo-compared")
+    tick = page.inner_text(".kombo-tick-section")
+    assert "Need your tick: 1 integration loses packages only Kombo had (never published by us)" in tick
+    assert "legacy-7 Old aptitude test (type unknown)" in tick and "only at Kombo" in tick
+    removed = page.inner_text(".kombo-removals")
+    assert "legacy-7" in removed and "never published by us" in removed
+    assert page.locator("table.kombo-changed th").all_text_contents()[2:] == [
+        "Last published", "At Kombo now", "Will be sent"]
+    shot(page, "08-confirm-only-at-kombo")
+    DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(DOCS_SHOTS / "confirm-only-at-kombo.png"), full_page=True)
+
+    page.goto(f"/admin/packages_app/integration/publish/?ids={globex.pk}")
+    page.wait_for_selector("h1:has-text('Publish to Kombo')")
+    assert "263 open orders" in page.inner_text(".kombo-removals")
+    assert "with 263 open orders on them" in page.inner_text(".kombo-confirm")
+    shot(page, "09-confirm-open-orders")
+    page.screenshot(path=str(DOCS_SHOTS / "confirm-open-orders.png"), full_page=True)
+    page.click("input[type=submit][value='Yes, publish to Kombo']")
+    assert "with 263 open orders on them" in page.inner_text(".errorlist")
+    page.check("#confirm-removals")
+    page.click("input[type=submit][value='Yes, publish to Kombo']")
+    page.wait_for_selector(".messagelist .success")
+    assert Publication.objects.filter(integration=globex, status="queued").count() == 1

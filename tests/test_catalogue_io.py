@@ -64,7 +64,7 @@ def test_every_bad_row_is_reported_and_nothing_is_written(make_package):
     assert text[2] == 'line 5: id "ok1" is a duplicate of line 2'
     assert text[3].startswith("line 6: name:")
     assert text[4] == "line 7: expected 4 columns, found 2"
-    assert result.summary() == "5 bad row(s): nothing was imported."
+    assert result.summary() == "5 bad rows: nothing was imported."
     assert list(AssessmentPackage.objects.values_list("package_id", "name")) == [("keep", "Unchanged")]
 
 
@@ -123,8 +123,16 @@ def test_admin_import_and_export(client, superuser, editor):
     url = reverse("admin:packages_app_assessmentpackage_import")
     bad = client.post(url, {"file": SimpleUploadedFile("c.csv", b"id,type,name,description\nx,NOPE,n,d\n")})
     assert bad.status_code == 200 and b"line 2: type:" in bad.content and not AssessmentPackage.objects.exists()
-    good = client.post(url, {"file": SimpleUploadedFile("c.json", GOOD_JSON)}, follow=True)
+    # First the preview: what the file adds, nothing written; then the confirm imports it.
+    preview = client.post(url, {"file": SimpleUploadedFile("c.json", GOOD_JSON)})
+    assert preview.status_code == 200 and [a[0] for a in preview.context["added"]] == ["1001", "1002"]
+    assert not AssessmentPackage.objects.exists()
+    good = client.post(url, {"confirm": preview.context["token"]}, follow=True)
     assert "Imported c.json: 2 added, 0 updated, 0 unchanged." in [str(m) for m in good.context["messages"]]
+    assert AssessmentPackage.objects.count() == 2
+    # A confirm is used once.
+    again = client.post(url, {"confirm": preview.context["token"]}, follow=True)
+    assert "no longer available" in " ".join(str(m) for m in again.context["messages"])
     export = client.get(reverse("admin:packages_app_assessmentpackage_export"), {"format": "csv"})
     assert export["Content-Type"].startswith("text/csv") and b"1001,SKILLS_TEST,TypeScript" in export.content
     # Viewers without add/change permission cannot import.

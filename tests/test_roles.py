@@ -136,6 +136,14 @@ def _url(name, *args):
     return reverse(f"admin:packages_app_{name}", args=args)
 
 
+def _import_and_confirm(client, upload):
+    """An import is two posts: the file (its preview; nothing written), then the confirm."""
+    url = _url("assessmentpackage_import")
+    preview = client.post(url, {"file": upload})
+    token = preview.context.get("token") if preview.status_code == 200 and preview.context else None
+    return client.post(url, {"confirm": token}) if token else preview
+
+
 def request_for(page, client, world, request):
     p, i, pub = world["package"], world["integration"], world["publication"]
     get, post = client.get, client.post
@@ -153,8 +161,8 @@ def request_for(page, client, world, request):
             package_id="1001", type="SKILLS_TEST", name="TypeScript 5")),
         "package delete page": lambda: get(_url("assessmentpackage_delete", p.pk)),
         "package import page": lambda: get(_url("assessmentpackage_import")),
-        "package import POST": lambda: post(_url("assessmentpackage_import"), {"file": SimpleUploadedFile(
-            "c.csv", b"id,type,name,description\n3003,SKILLS_TEST,Go,Go coding skills\n")}),
+        "package import POST": lambda: _import_and_confirm(client, SimpleUploadedFile(
+            "c.csv", b"id,type,name,description\n3003,SKILLS_TEST,Go,Go coding skills\n")),
         "package export json": lambda: get(_url("assessmentpackage_export"), {"format": "json"}),
         "package export csv": lambda: get(_url("assessmentpackage_export"), {"format": "csv"}),
         "integration list": lambda: get(_url("integration_changelist")),

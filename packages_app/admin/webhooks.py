@@ -3,11 +3,10 @@ import json
 
 from django.contrib import admin
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from ..models import WebhookEvent
-from .display import badge
+from .display import badge, when
 from .mixins import ReadOnlyAdminMixin
 
 OUTCOME_COLOURS = {
@@ -36,7 +35,7 @@ class WebhookEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="received", ordering="received_at")
     def received(self, obj):
-        return timezone.localtime(obj.received_at).strftime("%d %b %Y %H:%M:%S")
+        return when(obj.received_at)
 
     @admin.display(description="type", ordering="type")
     def event_type(self, obj):

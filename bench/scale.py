@@ -2,8 +2,8 @@
 the publish confirmation and its confirm for all 5,000 integrations, and publishing them through
 real workers against a bare loop, on the `seed_demo` dataset in PostgreSQL.
 
-    python bench/scale.py [--db NAME] [--skip-publish] [--latency-ms MS] [--requests N]
-                          [--keep-publications]
+    python bench/scale.py [--db NAME] [--skip-publish] [--latency-ms MS] [--concurrency N]
+                          [--requests N] [--keep-publications]
 
 Runs against an existing database (default `kombo_seed`: 5,000 integrations, 500 packages with 50
 offered per integration, 1,000,000 publications) that it never creates, flushes, migrates or drops.
@@ -30,11 +30,13 @@ or not) and the removals box ticked if the page asks for it. The broker is a Red
 (DB 10, BENCH_SCALE_REDIS_URL overrides it) with no worker, so nothing is sent; after each POST its
 publications are counted, then deleted.
 
-The publish: KOMBO_RATE_LIMIT_PER_SECOND=0, a worker `--pool prefork --concurrency 2` (ready and
-warmed up outside the clock, as throughput.py does), the clock from before
+The publish: KOMBO_RATE_LIMIT_PER_SECOND=0, a worker `--pool prefork --concurrency N` (default 16;
+ready and warmed up outside the clock, as throughput.py does), the clock from before
 `publications_create(<all active integrations>)` to every publication final; against a bare loop of
-2 threads with one requests.Session each, PUTting the same bodies with the same headers to the same
-sandbox (own process, `--latency-ms`, default 0), before and after the product run.
+N threads with one requests.Session each, PUTting the same bodies with the same headers to the same
+sandbox (own process, `--latency-ms`, default 200: a real Kombo call reaches the customer's ATS
+and is slow, not instant; 16 requests in flight keep a run near a minute), before and after the
+product run.
 
 Last, the slowest page is requested again in this process (Django's test Client, a POST inside a
 transaction rolled back) under CaptureQueriesContext, and the slowest of its queries is EXPLAIN
@@ -60,7 +62,7 @@ ADMIN = "/admin/"
 USERNAME = "bench-scale-admin"
 SECRET_KEY = "bench-secret-key-not-for-production-0123456789abcdef"
 LIST_TARGET, CONFIRM_TARGET, POST_TARGET, PUBLISH_TARGET = 0.300, 3.0, 3.0, 0.80
-THREADS = 2
+THREADS = 16  # --concurrency: pool processes of the worker, threads of the bare loop
 WARM_UP = 12  # publications through the new worker before the clock runs
 ACCESS_FORMAT = "BENCH %({x-bench-id}i)s %(s)s %(D)s"
 
@@ -795,15 +797,19 @@ def report(args, out):
 
 
 def main():
+    global THREADS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", default="kombo_seed", help="an existing, migrated database (default kombo_seed)")
     parser.add_argument("--skip-publish", action="store_true", help="leave out the publish through workers")
-    parser.add_argument("--latency-ms", type=float, default=0.0,
-                        help="the sandbox's delay per PUT for the publish (default 0)")
+    parser.add_argument("--latency-ms", type=float, default=200.0,
+                        help="the sandbox's delay per PUT for the publish (default 200)")
+    parser.add_argument("--concurrency", type=int, default=16,
+                        help="worker pool processes and bare-loop threads for the publish (default 16)")
     parser.add_argument("--requests", type=int, default=5, help="timed requests per page (default 5)")
     parser.add_argument("--keep-publications", action="store_true",
                         help="keep the publications of the publish to the sandbox in the database")
     args = parser.parse_args()
+    THREADS = args.concurrency
 
     c.header(f"scale: the admin on {args.db}, gunicorn (1 sync worker, DEBUG off), {args.requests} requests a "
              f"page; publish through a worker --concurrency {THREADS} vs a bare loop of {THREADS} threads, "

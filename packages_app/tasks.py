@@ -25,6 +25,12 @@ def publish_publications(publication_ids):
     return [result.status for result in results]
 
 
+@shared_task(name=queueing.ENQUEUE_TASK, acks_late=True, reject_on_worker_lost=True)
+def enqueue_publications(publication_ids):
+    """A large publish's publications, queued by a worker instead of staff's request."""
+    return len(publishing.publications_enqueue(publication_ids=publication_ids))
+
+
 @shared_task(name=queueing.SWEEP_TASK)
 def sweep_publications():
     return len(publishing.publications_sweep())

@@ -144,7 +144,7 @@ def test_publish_packages_all_out_of_sync_with_5000(db, no_broker, capsys):
     call_command("publish_packages", "--all-out-of-sync", "--allow-removals", stdout=out, stderr=err)
     seconds = time.monotonic() - started
     report(capsys, f"publish_packages --all-out-of-sync --allow-removals, 5,000 integrations: {seconds:.2f} s")
-    assert "In all: 5,000 integrations, 5,000 to publish (24,950 package(s) to add, 0 to change, " \
+    assert "In all: 5,000 integrations, 5,000 to publish (24,950 packages to add, 0 to change, " \
            "20 to remove); skipped 0 in sync, 0 paused." in out.getvalue()
     assert Publication.objects.filter(status="queued").count() == 5000
     assert out.getvalue().count("Queued publication #") == 5000 and err.getvalue() == ""
@@ -201,9 +201,9 @@ def test_totals_first_every_removal_named_details_paginated(client, publisher, n
     assert [p.integration.name for p in only.context["previews"]] == [f"Many customer {i:05d}" for i in range(3)]
 
     refused = client.post(PUBLISH_URL, hidden(third))
-    assert refused.status_code == 200 and refused.context["errors"] == [(
-        "Tick the box to confirm that Kombo will mark 6 package(s) deleted (or send an empty list) "
-        "for 3 integration(s).")]
+    assert refused.status_code == 200 and refused.context["removal_error"] == (
+        "Tick the box to confirm that Kombo will mark 6 packages deleted (or send an empty list) "
+        "for 3 integrations.")
     assert not Publication.objects.filter(status="queued").exists()
     done = client.post(PUBLISH_URL, {**hidden(refused), "confirm_removals": "6"})
     assert done.status_code == 302

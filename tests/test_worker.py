@@ -87,3 +87,20 @@ def test_worker_retries_a_transient_error_by_itself(sandbox, worker, make_packag
     p = wait_final(created.pk)
     assert p.status == "succeeded" and p.attempts == 3
     assert list(p.attempt_log.values_list("outcome", flat=True)) == ["transient", "transient", "succeeded"]
+
+
+def test_a_large_publish_is_queued_by_a_worker_from_one_message(sandbox, worker, settings, make_package,
+                                                                make_integration):
+    """More publications than KOMBO_ENQUEUE_FAN_OUT_ABOVE travel as one message of ids; the worker
+    queues them (a message of several each) and sends every one."""
+    settings.KOMBO_ENQUEUE_FAN_OUT_ABOVE = 3
+    package = make_package()
+    integrations = [make_integration([package], kombo_integration_id=f"recruitee:Fan{i}") for i in range(7)]
+    created = publishing.publications_create(integrations=integrations)
+    assert all(p.enqueued is True for p in created)
+    # Marked as on their way at once: the sweep does not queue them a second time meanwhile.
+    assert not Publication.objects.filter(pk__in=[p.pk for p in created], enqueued_at__isnull=True).exists()
+    for p in created:
+        assert wait_final(p.pk).status == "succeeded"
+    assert sorted(r.integration_id for r in sandbox.requests("PUT")) == sorted(
+        f"recruitee:Fan{i}" for i in range(7))

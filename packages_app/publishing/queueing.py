@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 EXECUTE_ONE_TASK = "packages_app.tasks.publish_publication"
 EXECUTE_MANY_TASK = "packages_app.tasks.publish_publications"
 SWEEP_TASK = "packages_app.tasks.sweep_publications"
+ENQUEUE_TASK = "packages_app.tasks.enqueue_publications"
 
 # Messages scheduled further ahead than this are not sent to the broker at all: the sweep
 # enqueues the publication when it is due. It keeps long waits out of worker memory and well
@@ -63,6 +64,25 @@ def publications_enqueue(*, publication_ids, countdown=None):
     if unmarked:
         _mark_enqueued(unmarked, eta)
     return queued
+
+
+def publications_enqueue_new(*, publication_ids):
+    """Queue the publications one publish just created. Up to KOMBO_ENQUEUE_FAN_OUT_ABOVE are
+    queued here (publications_enqueue); more travel as one message to a worker, which queues
+    them: staff's request does not wait for hundreds of broker round trips (0.7 s for 5,000).
+    Returns the ids now on their way; if the broker is unreachable, none (the sweep sends them)."""
+    ids = list(publication_ids)
+    if len(ids) <= settings.KOMBO_ENQUEUE_FAN_OUT_ABOVE:
+        return publications_enqueue(publication_ids=ids)
+    try:
+        current_app.send_task(ENQUEUE_TASK, args=[ids], retry=True,
+                              retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2})
+    except Exception as exc:  # any broker or transport failure
+        logger.warning("%s publication(s) are saved but could not be queued (%s: %s); the sweep will send "
+                       "them.", len(ids), type(exc).__name__, exc)
+        return []
+    _mark_enqueued(ids, timezone.now())
+    return ids
 
 
 def publication_enqueue(*, publication_id, countdown=None):

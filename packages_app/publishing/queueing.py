@@ -39,30 +39,34 @@ def publications_enqueue(*, publication_ids, countdown=None):
     as they are and the periodic sweep sends them later: nothing is lost. After the first failure
     the rest are left to the sweep too, rather than make staff wait for every one to fail in turn.
     """
+    ids = list(publication_ids)
     eta = timezone.now() + timedelta(seconds=countdown or 0)
-    queued, unmarked, start = [], [], 0
+    queued, marked, start = [], 0, 0
     try:
         with current_app.producer_or_acquire() as producer:
-            for size in message_sizes(len(publication_ids)):
-                batch = list(publication_ids[start:start + size])
+            for size in message_sizes(len(ids)):
+                batch = ids[start:start + size]
                 start += size
+                if marked < start:
+                    # Noted before their messages go, not after: a worker already taking them
+                    # would find the rows locked by this note and put its message off.
+                    _mark_enqueued(ids[marked:marked + max(ENQUEUED_AT_CHUNK, size)], eta)
+                    marked += max(ENQUEUED_AT_CHUNK, size)
                 name, args = (EXECUTE_ONE_TASK, batch) if len(batch) == 1 else (EXECUTE_MANY_TASK, [batch])
                 current_app.send_task(
                     name, args=args, countdown=countdown, producer=producer, retry=True,
                     retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2},
                 )
                 queued += batch
-                unmarked += batch
-                if len(unmarked) >= ENQUEUED_AT_CHUNK:
-                    _mark_enqueued(unmarked, eta)
-                    unmarked = []
     except Exception as exc:  # any broker or transport failure
         logger.warning(
             "%s publication(s) are saved but could not be queued (%s: %s); the sweep will send them.",
-            len(publication_ids) - len(queued), type(exc).__name__, exc,
+            len(ids) - len(queued), type(exc).__name__, exc,
         )
-    if unmarked:
-        _mark_enqueued(unmarked, eta)
+        # Noted but never sent: the sweep must see them as never queued.
+        unsent = ids[len(queued):marked]
+        if unsent:
+            Publication.objects.filter(pk__in=unsent, enqueued_at=eta).update(enqueued_at=None)
     return queued
 
 
@@ -74,14 +78,16 @@ def publications_enqueue_new(*, publication_ids):
     ids = list(publication_ids)
     if len(ids) <= settings.KOMBO_ENQUEUE_FAN_OUT_ABOVE:
         return publications_enqueue(publication_ids=ids)
+    eta = timezone.now()
+    _mark_enqueued(ids, eta)  # before the message goes (see publications_enqueue)
     try:
         current_app.send_task(ENQUEUE_TASK, args=[ids], retry=True,
                               retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2})
     except Exception as exc:  # any broker or transport failure
         logger.warning("%s publication(s) are saved but could not be queued (%s: %s); the sweep will send "
                        "them.", len(ids), type(exc).__name__, exc)
+        Publication.objects.filter(pk__in=ids, enqueued_at=eta).update(enqueued_at=None)
         return []
-    _mark_enqueued(ids, timezone.now())
     return ids
 
 

@@ -7,10 +7,12 @@ from .models import PACKAGE_NAME_SHOWN_LENGTH, AssessmentPackage, Integration, p
 
 
 class CatalogueImportForm(forms.Form):
-    file = forms.FileField(help_text="JSON as Kombo receives it ({\"packages\": [...]}) or CSV with "
-                                     "the columns id, type, name, description. UTF-8.")
+    file = forms.FileField(label=_("File"),
+                           help_text=_("JSON as Kombo receives it ({\"packages\": [...]}) or CSV with "
+                                       "the columns id, type, name, description. UTF-8."))
     format = forms.ChoiceField(
-        choices=[("", "Detect from the file name"), ("json", "JSON"), ("csv", "CSV")], required=False
+        label=_("Format"),
+        choices=[("", _("Detect from the file name")), ("json", "JSON"), ("csv", "CSV")], required=False
     )
 
 
@@ -90,11 +92,12 @@ class IntegrationForm(_ConfirmingForm):
         """What moving does, for the form's notice (before any change is typed)."""
         if self.instance.pk is None or not self._published_here():
             return None
+        # The saved place (initial): after a refused save the instance holds what was typed.
         return gettext(
             "Published to Kombo as %(id)s in %(region)s. Changing the Kombo integration id or the "
             "region makes this integration “never published” at the new place: the next publish "
             "sends its whole list there, and the list already at %(id)s stays there as it is."
-        ) % {"id": self.instance.kombo_integration_id, "region": self.instance.region}
+        ) % {"id": self.initial.get("kombo_integration_id"), "region": self.initial.get("region")}
 
     def clean(self):
         cleaned = super().clean()

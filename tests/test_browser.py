@@ -512,7 +512,8 @@ def _published_at_kombo(integration, sandbox):
     (pub,) = publishing.publications_create(integrations=[integration])
     publishing.kombo_client().set_packages(base_url=sandbox.url, integration_id=integration.kombo_integration_id,
                                            body=pub.body.encode())
-    Publication.objects.filter(pk=pub.pk).update(status="succeeded", finished_at=timezone.now())
+    Publication.objects.filter(pk=pub.pk).update(status="succeeded", attempts=1, http_status=200,
+                                                 started_at=timezone.now(), finished_at=timezone.now())
 
 
 def test_confirmation_shows_what_only_kombo_had_and_open_orders(page, sandbox, no_broker):
@@ -564,3 +565,57 @@ def test_confirmation_shows_what_only_kombo_had_and_open_orders(page, sandbox, n
     page.click("input[type=submit][value='Yes, publish to Kombo']")
     page.wait_for_selector(".messagelist .success")
     assert Publication.objects.filter(integration=globex, status="queued").count() == 1
+
+
+def test_manual_import_a_moved_integration_and_a_published_id_change_as_staff_see_them(page, sandbox, no_broker):
+    """Issue 12's pages at 1,280 px: a Workday integration waiting for the customer's import (the
+    filter, the publication page and its CSV), a published package id being changed, and a
+    published integration being moved to another region."""
+    typescript = AssessmentPackage.objects.create(package_id="1001", type="SKILLS_TEST", name="TypeScript",
+                                                  description="What TypeScript measures.")
+    big5 = AssessmentPackage.objects.create(package_id="big5", type="BEHAVIORAL", name="Big Five personality",
+                                            description="What Big Five measures.")
+    workday = Integration.objects.create(name="Initech (Workday)", kombo_integration_id="workday:Initech9")
+    workday.packages.set([typescript, big5])
+    acme = Integration.objects.create(name="Acme Corp", kombo_integration_id="recruitee:AcmeKombo1")
+    acme.packages.set([typescript, big5])
+    for integration in (workday, acme):
+        _published_at_kombo(integration, sandbox)
+    publication = Publication.objects.get(integration=workday)
+
+    _log_in(page)
+    page.goto("/admin/packages_app/integration/?sync=awaiting_import")
+    assert page.locator("#result_list tbody tr").count() == 1
+    assert "Published: waiting for the customer's import" in page.inner_text("#result_list")
+    shot(page, "10-integrations-awaiting-import")
+
+    page.goto(f"/admin/packages_app/publication/{publication.pk}/change/")
+    block = page.inner_text(".kombo-manual-import")
+    assert "Workday takes packages by hand: the customer must import it." in block
+    assert "Download the CSV for the customer (2 packages)" in block
+    shot(page, "11-publication-manual-import")
+    csv_url = page.get_attribute(".kombo-manual-import a[href*='manual-import']", "href")
+    csv = page.request.get(csv_url)
+    assert csv.status == 200 and "Reference ID Value" in csv.text() and "big5" in csv.text()
+
+    page.goto(f"/admin/packages_app/assessmentpackage/{big5.pk}/change/")
+    page.fill("#id_package_id", "big-five")
+    with page.expect_navigation():
+        page.click("input[name=_save]")
+    error = page.inner_text(".errornote")
+    assert "published to 2 integrations" in page.content() and "Acme Corp" in page.content(), error
+    # The notice names the id Kombo holds, not the one typed in.
+    assert "Published as “big5” to 2 integrations" in page.inner_text(".kombo-published-id-notice")
+    shot(page, "12-package-published-id-change")
+    assert AssessmentPackage.objects.get(pk=big5.pk).package_id == "big5"  # nothing saved without the tick
+
+    page.goto(f"/admin/packages_app/integration/{acme.pk}/change/")
+    assert "Published to Kombo as recruitee:AcmeKombo1 in EU" in page.inner_text(".kombo-move-notice")
+    page.select_option("#id_region", "US")
+    with page.expect_navigation():
+        page.click("input[name=_save]")
+    page.wait_for_selector("input[type=checkbox][name=confirm_move]")
+    # The notice names where Kombo has the list, not the region typed in.
+    assert "Published to Kombo as recruitee:AcmeKombo1 in EU" in page.inner_text(".kombo-move-notice")
+    shot(page, "13-integration-move")
+    assert Integration.objects.get(pk=acme.pk).region == "EU"  # nothing saved without the tick

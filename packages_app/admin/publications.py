@@ -127,7 +127,7 @@ class PublicationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @staticmethod
     def body_heading(publication):
         """"What was sent" only when a request went out: a superseded or cancelled one never left."""
-        if publication is None or publication.attempts or publication.http_status:
+        if publication is None or publication.attempts or publication.http_status or publication.was_accepted:
             return _("What was sent")
         if publication.is_final:
             return _("What would have been sent (never sent)")
@@ -150,7 +150,7 @@ class PublicationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def packages(self, obj):
         return obj.package_count
 
-    @admin.display(description="HTTP", ordering="http_status")
+    @admin.display(description=gettext_lazy("HTTP"), ordering="http_status")
     def http(self, obj):
         return obj.http_status
 

@@ -16,11 +16,11 @@ from . import payloads
 
 
 class PackageType(models.TextChoices):
-    BEHAVIORAL = "BEHAVIORAL", "Behavioral"
-    VIDEO_INTERVIEW = "VIDEO_INTERVIEW", "Video interview"
-    SKILLS_TEST = "SKILLS_TEST", "Skills test"
-    BACKGROUND_CHECK = "BACKGROUND_CHECK", "Background check"
-    REFERENCE_CHECK = "REFERENCE_CHECK", "Reference check"
+    BEHAVIORAL = "BEHAVIORAL", _("Behavioral")
+    VIDEO_INTERVIEW = "VIDEO_INTERVIEW", _("Video interview")
+    SKILLS_TEST = "SKILLS_TEST", _("Skills test")
+    BACKGROUND_CHECK = "BACKGROUND_CHECK", _("Background check")
+    REFERENCE_CHECK = "REFERENCE_CHECK", _("Reference check")
 
 
 # C0 and C1 control characters, and Unicode's own line and paragraph separators.
@@ -30,14 +30,14 @@ _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 def validate_clean_text(value):
     """Refuse values Kombo and the ATSs would show wrongly: blank, padded, or not UTF-8."""
     if not value or not value.strip():
-        raise ValidationError("This field cannot be blank.", code="blank")
+        raise ValidationError(_("This field cannot be blank."), code="blank")
     if value != value.strip():
-        raise ValidationError("Remove the spaces at the start or end.", code="padded")
+        raise ValidationError(_("Remove the spaces at the start or end."), code="padded")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValidationError(
-            "Contains characters that are not valid Unicode text (unpaired surrogates).",
+            _("Contains characters that are not valid Unicode text (unpaired surrogates)."),
             code="invalid_unicode",
         ) from None
 
@@ -45,7 +45,7 @@ def validate_clean_text(value):
 def validate_no_control_characters(value):
     if _CONTROL_CHARACTERS.search(value or ""):
         raise ValidationError(
-            "Remove control characters (such as tabs or zero bytes).", code="control_characters"
+            _("Remove control characters (such as tabs or zero bytes)."), code="control_characters"
         )
 
 
@@ -59,13 +59,13 @@ def validate_description(value):
     # Line breaks are fine in a description; other control characters are not.
     if _CONTROL_CHARACTERS.search((value or "").replace("\r\n", "").replace("\n", "")):
         raise ValidationError(
-            "Remove control characters other than line breaks.", code="control_characters"
+            _("Remove control characters other than line breaks."), code="control_characters"
         )
 
 
 integration_id_validator = RegexValidator(
     regex=r"^[A-Za-z0-9][A-Za-z0-9_.-]*:[A-Za-z0-9_.-]+$",
-    message=(
+    message=_(
         'Enter the Kombo integration id as "tool:identifier", '
         'for example "recruitee:HWUTwvyx2wLoSUHphiWVrp28".'
     ),
@@ -112,7 +112,7 @@ def package_name_warning(name):
 
 class AssessmentPackage(models.Model):
     package_id = models.CharField(
-        "package id",
+        _("package id"),
         max_length=100,
         unique=True,
         validators=[validate_package_id],
@@ -132,7 +132,7 @@ class AssessmentPackage(models.Model):
 
     class Meta:
         ordering = ["package_id"]
-        verbose_name = "assessment package"
+        verbose_name = _("assessment package")
         constraints = [
             # "BIG5" beside "big5" reads as one package to staff and to ATSs.
             models.UniqueConstraint(Lower("package_id"), name="package_id_unique_ignoring_case"),
@@ -168,16 +168,16 @@ class Plan(models.Model):
     name = models.CharField(max_length=200, unique=True, validators=[validate_single_line_text])
     description = models.TextField(
         blank=True, max_length=4000, validators=[MaxLengthValidator(4000)],
-        help_text="For staff: who this plan is for. Not sent to Kombo.",
+        help_text=_("For staff: who this plan is for. Not sent to Kombo."),
     )
     packages = models.ManyToManyField(
         AssessmentPackage, blank=True, related_name="plans",
-        help_text="Every integration on this plan offers these packages (and those chosen for it alone).",
+        help_text=_("Every integration on this plan offers these packages (and those chosen for it alone)."),
     )
     is_default = models.BooleanField(
-        "default for new integrations", default=False,
-        help_text="Integrations created by Kombo's integration-created webhook get this plan. "
-                  "At most one plan is the default.",
+        _("default for new integrations"), default=False,
+        help_text=_("Integrations created by Kombo's integration-created webhook get this plan. "
+                  "At most one plan is the default."),
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -187,8 +187,8 @@ class Plan(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["is_default"], condition=Q(is_default=True), name="one_default_plan",
-                violation_error_message="Another plan is already the default for new integrations: "
-                                        "untick it there first.",
+                violation_error_message=_("Another plan is already the default for new integrations: "
+                                        "untick it there first."),
             ),
         ]
 
@@ -197,18 +197,18 @@ class Plan(models.Model):
 
 
 class Region(models.TextChoices):
-    EU = "EU", "EU"
-    US = "US", "US"
+    EU = "EU", _("EU")
+    US = "US", _("US")
 
 
 class SyncStatus(models.TextChoices):
-    NEVER_PUBLISHED = "never_published", "Never published"
-    IN_SYNC = "in_sync", "In sync"
+    NEVER_PUBLISHED = "never_published", _("Never published")
+    IN_SYNC = "in_sync", _("In sync")
     # In sync with Kombo, but the customer's ATS takes packages by hand (is_manual_import_tool).
-    AWAITING_IMPORT = "awaiting_import", "Published: waiting for the customer's import"
-    CHANGED = "changed", "Changed since last publish"
-    PUBLISHING = "publishing", "Publishing"
-    FAILED = "failed", "Last publish did not complete"
+    AWAITING_IMPORT = "awaiting_import", _("Published: waiting for the customer's import")
+    CHANGED = "changed", _("Changed since last publish")
+    PUBLISHING = "publishing", _("Publishing")
+    FAILED = "failed", _("Last publish did not complete")
 
 
 def integration_tool(kombo_integration_id):
@@ -329,37 +329,37 @@ class IntegrationQuerySet(models.QuerySet):
 
 class Integration(models.Model):
     kombo_integration_id = models.CharField(
-        "Kombo integration id",
+        _("Kombo integration id"),
         max_length=255,
         unique=True,
         validators=[integration_id_validator],
-        help_text='As Kombo shows it: the ATS tool, a colon, an id ("recruitee:HWUTwvyx2wLoSUHphiWVrp28").',
+        help_text=_('As Kombo shows it: the ATS tool, a colon, an id ("recruitee:HWUTwvyx2wLoSUHphiWVrp28").'),
     )
     name = models.CharField(
-        "customer", max_length=200, validators=[validate_single_line_text],
-        help_text="The customer's name, as staff know it.",
+        _("customer"), max_length=200, validators=[validate_single_line_text],
+        help_text=_("The customer's name, as staff know it."),
     )
     region = models.CharField(
         max_length=2, choices=Region.choices, default=Region.EU,
-        help_text="Where the customer's Kombo account lives: EU uses api.kombo.dev, US uses api.us.kombo.dev.",
+        help_text=_("Where the customer's Kombo account lives: EU uses api.kombo.dev, US uses api.us.kombo.dev."),
     )
     is_active = models.BooleanField(
-        "active", default=True,
-        help_text="Paused integrations are not published, not even by bulk actions. An integration "
-                  "with publications cannot be deleted (the ledger is kept): pause it instead.",
+        _("active"), default=True,
+        help_text=_("Paused integrations are not published, not even by bulk actions. An integration "
+                  "with publications cannot be deleted (the ledger is kept): pause it instead."),
     )
     plans = models.ManyToManyField(
         Plan, blank=True, related_name="integrations",
-        help_text="This customer offers every package of these plans, and the packages below.",
+        help_text=_("This customer offers every package of these plans, and the packages below."),
     )
     packages = models.ManyToManyField(
         AssessmentPackage, blank=True, related_name="integrations",
-        verbose_name="packages for this customer alone",
-        help_text="Packages this customer can order besides those of its plans.",
+        verbose_name=_("packages for this customer alone"),
+        help_text=_("Packages this customer can order besides those of its plans."),
     )
     created_by_webhook = models.BooleanField(
-        "created by webhook", default=False, editable=False,
-        help_text="Created by Kombo's integration-created webhook, not by staff.",
+        _("created by webhook"), default=False, editable=False,
+        help_text=_("Created by Kombo's integration-created webhook, not by staff."),
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -491,14 +491,14 @@ class Publication(models.Model):
     """One request to publish one integration, and its whole story. Never edited by hand."""
 
     class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        SENDING = "sending", "Sending"
-        RETRYING = "retrying", "Retrying"
-        WAITING = "waiting", "Waiting for the customer's first sync"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        SUPERSEDED = "superseded", "Superseded by a newer publication"
-        CANCELLED = "cancelled", "Cancelled"
+        QUEUED = "queued", _("Queued")
+        SENDING = "sending", _("Sending")
+        RETRYING = "retrying", _("Retrying")
+        WAITING = "waiting", _("Waiting for the customer's first sync")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+        SUPERSEDED = "superseded", _("Superseded by a newer publication")
+        CANCELLED = "cancelled", _("Cancelled")
 
     ACTIVE_STATUSES = (Status.QUEUED, Status.SENDING, Status.RETRYING, Status.WAITING)
     # Active and not in flight: what may be superseded or cancelled without the lease.
@@ -512,39 +512,39 @@ class Publication(models.Model):
     )
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-        related_name="+", help_text="Empty when started by a script.",
+        related_name="+", help_text=_("Empty when started by a script."),
     )
     requested_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # Where this list goes: the integration's Kombo id and region when the publication was created.
     # What was published counts for that place only (PublicationQuerySet.accepted).
     target_kombo_integration_id = PlaceOfIntegrationField(
-        "Kombo integration id", max_length=255, editable=False, source="kombo_integration_id",
-        help_text="The integration's Kombo id when this publication was created.")
+        _("Kombo integration id"), max_length=255, editable=False, source="kombo_integration_id",
+        help_text=_("The integration's Kombo id when this publication was created."))
     target_region = PlaceOfIntegrationField(
-        "region", max_length=2, choices=Region.choices, editable=False, source="region",
-        help_text="The integration's region when this publication was created.")
+        _("region"), max_length=2, choices=Region.choices, editable=False, source="region",
+        help_text=_("The integration's region when this publication was created."))
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
-    body = models.TextField(help_text="The exact bytes sent to Kombo (UTF-8 JSON), snapshotted at creation.")
-    body_sha256 = models.CharField("body SHA-256", max_length=64)
+    body = models.TextField(help_text=_("The exact bytes sent to Kombo (UTF-8 JSON), snapshotted at creation."))
+    body_sha256 = models.CharField(_("body SHA-256"), max_length=64)
     package_count = models.PositiveIntegerField(default=0)
     enqueued_at = models.DateTimeField(
-        null=True, blank=True, help_text="When the task was last handed to the broker."
+        null=True, blank=True, help_text=_("When the task was last handed to the broker.")
     )
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
-    http_status = models.PositiveSmallIntegerField("HTTP status", null=True, blank=True)
+    http_status = models.PositiveSmallIntegerField(_("HTTP status"), null=True, blank=True)
     response_body = models.TextField(blank=True)
     warnings = models.JSONField(default=list, blank=True)
     error_code = models.CharField(max_length=100, blank=True)
     error_title = models.CharField(max_length=500, blank=True)
     error_message = models.TextField(blank=True)
-    error_log_url = models.URLField("Kombo log URL", max_length=1000, blank=True)
+    error_log_url = models.URLField(_("Kombo log URL"), max_length=1000, blank=True)
     failure_reason = models.TextField(
-        blank=True, help_text="Why the publication failed or is retrying, in plain words."
+        blank=True, help_text=_("Why the publication failed or is retrying, in plain words.")
     )
     rate_limit_headers = models.JSONField(
         default=dict, blank=True,
-        help_text="ratelimit-* and Concurrency-* headers of the last response.",
+        help_text=_("ratelimit-* and Concurrency-* headers of the last response."),
     )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -554,8 +554,8 @@ class Publication(models.Model):
     lease_token = models.CharField(max_length=32, blank=True, editable=False)
     cancel_requested_at = models.DateTimeField(
         null=True, blank=True, editable=False,
-        help_text="Staff asked to cancel it, or paused the integration; one in flight ends as "
-                  "cancelled when its request returns.",
+        help_text=_("Staff asked to cancel it, or paused the integration; one in flight ends as "
+                  "cancelled when its request returns."),
     )
     cancelled_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
@@ -615,12 +615,12 @@ class PublicationAttempt(models.Model):
     number = models.PositiveIntegerField()
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
-    http_status = models.PositiveSmallIntegerField("HTTP status", null=True, blank=True)
+    http_status = models.PositiveSmallIntegerField(_("HTTP status"), null=True, blank=True)
     error_code = models.CharField(max_length=100, blank=True)
     outcome = models.CharField(max_length=32, blank=True)
     message = models.TextField(blank=True)
     wait_seconds = models.FloatField(
-        null=True, blank=True, help_text="How long the publication waited before its next attempt."
+        null=True, blank=True, help_text=_("How long the publication waited before its next attempt.")
     )
 
     class Meta:
@@ -635,32 +635,32 @@ class WebhookEvent(models.Model):
     Written by packages_app.webhook_events only; never edited by hand."""
 
     class Outcome(models.TextChoices):
-        RECEIVED = "received", "Received, not processed yet"
-        CREATED = "created", "Integration created"
-        PUBLISHED = "published", "Publication queued"
-        UNCHANGED = "unchanged", "Nothing to do"
-        PAUSED = "paused", "Integration paused"
-        IGNORED = "ignored", "Ignored"
-        FAILED = "failed", "Failed"
+        RECEIVED = "received", _("Received, not processed yet")
+        CREATED = "created", _("Integration created")
+        PUBLISHED = "published", _("Publication queued")
+        UNCHANGED = "unchanged", _("Nothing to do")
+        PAUSED = "paused", _("Integration paused")
+        IGNORED = "ignored", _("Ignored")
+        FAILED = "failed", _("Failed")
 
-    event_id = models.CharField("event id", max_length=255, unique=True,
-                                help_text="Kombo's id of the event: a redelivery carries the same one.")
+    event_id = models.CharField(_("event id"), max_length=255, unique=True,
+                                help_text=_("Kombo's id of the event: a redelivery carries the same one."))
     type = models.CharField(max_length=100, db_index=True)
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    payload = models.JSONField(help_text="The event Kombo sent, parsed (its signature was checked over the raw bytes).")
+    payload = models.JSONField(help_text=_("The event Kombo sent, parsed (its signature was checked over the raw bytes)."))
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RECEIVED,
                                db_index=True)
     processed_at = models.DateTimeField(null=True, blank=True)
     integration = models.ForeignKey(
         Integration, null=True, blank=True, on_delete=models.SET_NULL, related_name="webhook_events",
-        help_text="The integration the event created or changed.",
+        help_text=_("The integration the event created or changed."),
     )
-    detail = models.TextField(blank=True, help_text="What happened, in plain words.")
-    error = models.TextField(blank=True, help_text="Why processing failed.")
+    detail = models.TextField(blank=True, help_text=_("What happened, in plain words."))
+    error = models.TextField(blank=True, help_text=_("Why processing failed."))
 
     class Meta:
         ordering = ["-received_at", "-pk"]
-        verbose_name = "webhook event"
+        verbose_name = _("webhook event")
 
     def __str__(self):
         return f"{self.type} {self.event_id}"

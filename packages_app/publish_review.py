@@ -127,7 +127,8 @@ class ReviewedPreview(selectors.IntegrationPreview):
             base = _("Compared with what we last published on %(date)s.") % {"date": when}
         else:
             base = _("Compared with nothing: never published successfully.")
-        return f"{base} {_('Kombo’s current list was not read:')} {self.not_read_reason}"
+        return _("%(compared)s Kombo’s current list was not read: %(reason)s") % {
+            "compared": base, "reason": self.not_read_reason}
 
 
 @dataclass

@@ -1,11 +1,11 @@
-"""What the admin shows of publications and sync status: badges, status texts, plurals."""
+"""What the admin shows of publications and sync status: badges, status texts, counts."""
 from datetime import datetime
 
 from django.utils import formats, timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
+from django.utils.translation import gettext_lazy, ngettext
 
 from ..models import (
     Publication,
@@ -38,8 +38,8 @@ NO_CANCEL_REASON = "No reason given."
 # Short words for the lists, where a long status would push the other columns off the page; the
 # whole text is the badge's tooltip (and is shown in full on the publication's page).
 SHORT_STATUS = {
-    Publication.Status.WAITING: "Waiting for first sync",
-    Publication.Status.SUPERSEDED: "Superseded",
+    Publication.Status.WAITING: gettext_lazy("Waiting for first sync"),
+    Publication.Status.SUPERSEDED: gettext_lazy("Superseded"),
 }
 
 
@@ -110,7 +110,7 @@ def publication_short_status(publication):
                                                           "max": settings.KOMBO_MAX_ATTEMPTS}
     if status == Publication.Status.SENDING:
         return _("Sending, cancel requested") if publication.cancel_requested_at else _("Sending")
-    return _(SHORT_STATUS.get(status, publication.get_status_display()))
+    return str(SHORT_STATUS.get(status) or publication.get_status_display())
 
 
 def publication_title(publication):
@@ -124,11 +124,6 @@ def publication_badge(publication, short=False):
     return badge(publication_short_status(publication) if short else text,
                  STATUS_BADGE_COLOURS[publication.status], f"status-{publication.status}",
                  title=text if short else "")
-
-
-def plural(count, singular, plural_form=None):
-    """"1 publication", "2 publications"."""
-    return f"{count} {ngettext(singular, plural_form or singular + 's', count)}"
 
 
 def cancel_summary(ended, ending):

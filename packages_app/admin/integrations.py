@@ -6,7 +6,7 @@ from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path
-from django.utils.translation import gettext, gettext_lazy as _
+from django.utils.translation import gettext, gettext_lazy as _, ngettext
 
 from .. import kombo, publishing, selectors
 from ..forms import IntegrationForm
@@ -21,7 +21,6 @@ from .display import (
     SYNC_BADGE_COLOURS,
     badge,
     cancel_summary,
-    plural,
     publication_badge,
     when,
 )
@@ -70,7 +69,7 @@ class IntegrationAdmin(SafeAutocompleteMixin, PublishFlowMixin, ChangeHistoryWit
     fieldsets = (
         # confirm_move is a hidden field unless a save moves a published integration (forms.py).
         (None, {"fields": ("name", "kombo_integration_id", "region", "confirm_move", "is_active")}),
-        ("Packages offered", {"fields": ("plans", "packages")}),
+        (_("Packages offered"), {"fields": ("plans", "packages")}),
     )
     change_form_template = "admin/packages_app/integration/change_form.html"
     change_list_template = "admin/packages_app/integration/change_list.html"
@@ -88,15 +87,15 @@ class IntegrationAdmin(SafeAutocompleteMixin, PublishFlowMixin, ChangeHistoryWit
     def formfield_for_dbfield(self, db_field, request, **kwargs):
         field = super().formfield_for_dbfield(db_field, request, **kwargs)
         if db_field.name == "is_active" and field is not None:
-            field.help_text = (f"{field.help_text} Pausing also cancels the publications it has on "
-                               "their way to Kombo.")
+            field.help_text = gettext("%(help)s Pausing also cancels the publications it has on "
+                                      "their way to Kombo.") % {"help": field.help_text}
         return field
 
-    @admin.display(description="packages")
+    @admin.display(description=_("packages"))
     def package_total(self, obj):
         return len(obj.packages_offered())  # its own and its plans', prefetched by with_sync_state()
 
-    @admin.display(description="sync status")
+    @admin.display(description=_("sync status"))
     def sync_status_badge(self, obj):
         status = SyncStatus(obj.sync_status)
         if status == SyncStatus.FAILED and obj.latest_publication_status == Publication.Status.CANCELLED:
@@ -105,31 +104,34 @@ class IntegrationAdmin(SafeAutocompleteMixin, PublishFlowMixin, ChangeHistoryWit
                          f"sync-{status.value} sync-cancelled")
         return badge(status.label, SYNC_BADGE_COLOURS[status], f"sync-{status.value}")
 
-    @admin.display(description="last published", ordering="last_published_at")
+    @admin.display(description=_("last published"), ordering="last_published_at")
     def last_published(self, obj):
         if not obj.last_published_at:
             return "—"
         return when(obj.last_published_at)
 
     # Pausing -------------------------------------------------------------------------------
-    @admin.action(description="Pause publishing", permissions=["change"])
+    @admin.action(description=_("Pause publishing"), permissions=["change"])
     def pause_selected(self, request, queryset):
         """Pause the integrations and cancel what they have on its way (publishing does both)."""
         ids = list(queryset.values_list("pk", flat=True))
         were_active = list(Integration.objects.filter(pk__in=ids, is_active=True))
         paused, ended, ending = publishing.integrations_pause(integration_ids=ids, paused_by=request.user)
         if not (paused or ended or ending):
-            self.message_user(request, "Nothing to pause: the selected integration"
-                              f"{' was' if len(ids) == 1 else 's were'} already paused.", messages.WARNING)
+            self.message_user(request, ngettext("Nothing to pause: the selected integration was already paused.",
+                                                "Nothing to pause: the selected integrations were already paused.",
+                                                len(ids)), messages.WARNING)
             return
         for integration in were_active:
             self.log_change(request, integration, "Paused with the “Pause publishing” action.")
-        parts = [f"{plural(paused, 'integration')} paused."] if paused else []
-        parts.append(cancel_summary(ended, ending) or "Nothing was on its way to Kombo.")
+        parts = [ngettext("%(count)d integration paused.", "%(count)d integrations paused.",
+                          paused) % {"count": paused}] if paused else []
+        parts.append(cancel_summary(ended, ending) or gettext("Nothing was on its way to Kombo."))
         if len(ids) > paused:
             already = len(ids) - paused
-            parts.append(f"{plural(already, 'other selected integration')} "
-                         f"{'was' if already == 1 else 'were'} already paused.")
+            parts.append(ngettext("%(count)d other selected integration was already paused.",
+                                  "%(count)d other selected integrations were already paused.",
+                                  already) % {"count": already})
         self.message_user(request, " ".join(parts), messages.SUCCESS)
 
     def save_model(self, request, obj, form, change):
@@ -157,8 +159,8 @@ class IntegrationAdmin(SafeAutocompleteMixin, PublishFlowMixin, ChangeHistoryWit
                 "name": obj.name, "summary": cancel_summary(*obj.cancelled_by_move)}, messages.WARNING)
         if hasattr(obj, "cancelled_by_pause"):
             summary = cancel_summary(*obj.cancelled_by_pause)
-            self.message_user(request, f"Publishing to Kombo is paused for {obj.name}: "
-                              f"{summary or 'nothing was on its way.'}",
+            self.message_user(request, gettext("Publishing to Kombo is paused for %(name)s: %(summary)s") % {
+                                  "name": obj.name, "summary": summary or gettext("nothing was on its way.")},
                               messages.SUCCESS if summary else messages.INFO)
         return response
 
@@ -187,7 +189,7 @@ class IntegrationAdmin(SafeAutocompleteMixin, PublishFlowMixin, ChangeHistoryWit
             error = exc
         context = {
             **self.admin_site.each_context(request),
-            "title": f"Compare {integration.name} with Kombo",
+            "title": gettext("Compare %(name)s with Kombo") % {"name": integration.name},
             "opts": self.model._meta,
             "original": integration,
             "report": report,

@@ -7,7 +7,7 @@ from django.http import HttpResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html_join
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_lazy as _, ngettext
 
 from .. import catalogue_io
 from ..forms import AssessmentPackageForm
@@ -82,25 +82,28 @@ class AssessmentPackageAdmin(PackageDeletionMixin, CatalogueImportMixin, ChangeH
         response["Content-Disposition"] = f'attachment; filename="packages-{stamp}.{fmt}"'
         return response
 
-    @admin.display(description="offered by", ordering="integration_count")
+    @admin.display(description=_("offered by"), ordering="integration_count")
     def offered_by(self, obj):
         count = obj.integration_count
-        text = f"{count} integration{'s' if count != 1 else ''}"
+        text = ngettext("%(count)d integration", "%(count)d integrations", count) % {"count": count}
         if obj.plan_count:
-            text += f" and {obj.plan_count} plan{'s' if obj.plan_count != 1 else ''}"
+            text = gettext("%(integrations)s and %(plans)s") % {
+                "integrations": text,
+                "plans": ngettext("%(count)d plan", "%(count)d plans", obj.plan_count) % {"count": obj.plan_count}}
         return text
 
-    @admin.display(description="offered by")
+    @admin.display(description=_("offered by"))
     def integrations_offering(self, obj):
         if not obj.pk:
             return "—"
         integrations = obj.integrations.order_by("name")
         plans = obj.plans.order_by("name")
         if not integrations and not plans:
-            return "No integration or plan offers this package yet."
+            return gettext("No integration or plan offers this package yet.")
         links = [(reverse("admin:packages_app_integration_change", args=[i.pk]), str(i)) for i in integrations]
         # Every integration on these plans offers it too.
-        links += [(reverse("admin:packages_app_plan_change", args=[p.pk]), f"plan “{p}”") for p in plans]
+        links += [(reverse("admin:packages_app_plan_change", args=[p.pk]), gettext("plan “%(name)s”") % {"name": p})
+                  for p in plans]
         return format_html_join(", ", '<a href="{}">{}</a>', links)
 
 

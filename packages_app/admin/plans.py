@@ -5,9 +5,10 @@ from django.db.models import Count
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
+from django.utils.translation import gettext, gettext_lazy as _, ngettext
 
 from ..models import Integration, Plan
-from .display import PUBLISH_PERMISSION, plural
+from .display import PUBLISH_PERMISSION
 from .mixins import ChangeHistoryWithValuesMixin
 from .widgets import SafeAutocompleteMixin
 
@@ -30,39 +31,42 @@ class PlanAdmin(SafeAutocompleteMixin, ChangeHistoryWithValuesMixin, admin.Model
             integration_total=Count("integrations", distinct=True),
         )
 
-    @admin.display(description="packages", ordering="package_total")
+    @admin.display(description=_("packages"), ordering="package_total")
     def package_count(self, obj):
         return obj.package_total
 
-    @admin.display(description="integrations", ordering="integration_total")
+    @admin.display(description=_("integrations"), ordering="integration_total")
     def integration_count(self, obj):
         if not obj.integration_total:
             return "0"
         url = reverse("admin:packages_app_integration_changelist") + "?" + urlencode({"plans__id__exact": obj.pk})
         return format_html('<a href="{}">{}</a>', url, obj.integration_total)
 
-    @admin.display(description="integrations on this plan")
+    @admin.display(description=_("integrations on this plan"))
     def integrations_on_plan(self, obj):
         if not obj.pk:
             return "—"
         count = obj.integrations.count()
         if not count:
-            return "No integration is on this plan yet."
+            return gettext("No integration is on this plan yet.")
         url = reverse("admin:packages_app_integration_changelist") + "?" + urlencode({"plans__id__exact": obj.pk})
-        return format_html('<a href="{}">{}</a> (changing this plan\'s packages makes each of them '
-                           'out of sync until it is published)', url, plural(count, "integration"))
+        return format_html(gettext('<a href="{url}">{integrations}</a> (changing this plan\'s packages makes '
+                                   'each of them out of sync until it is published)'),
+                           url=url, integrations=ngettext("%(count)d integration", "%(count)d integrations",
+                                                          count) % {"count": count})
 
     # Publishing ---------------------------------------------------------------------------
     def has_publish_permission(self, request):
         return request.user.has_perm(PUBLISH_PERMISSION)
 
-    @admin.action(description="Publish the integrations of these plans…", permissions=["publish"])
+    @admin.action(description=_("Publish the integrations of these plans…"), permissions=["publish"])
     def publish_integrations(self, request, queryset):
         """The integrations of the selected plans, on the same confirmation page as every publish."""
         integrations = Integration.objects.filter(plans__in=queryset).distinct()
         if not integrations.exists():
-            self.message_user(request, "No integration is on the selected plan"
-                              f"{'' if queryset.count() == 1 else 's'}: nothing to publish.", messages.WARNING)
+            self.message_user(request, ngettext("No integration is on the selected plan: nothing to publish.",
+                                                "No integration is on the selected plans: nothing to publish.",
+                                                queryset.count()), messages.WARNING)
             return None
         # The integrations action's own entry point: the preview, the confirmation page, the
         # removal tick and the guards are the integrations admin's, whatever the count.

@@ -18,12 +18,12 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.http import urlencode
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
+from django.utils.translation import gettext_lazy, ngettext
 
 from .. import publishing, selectors
 from ..models import Integration
 from ..publish_review import publish_review
-from .display import PUBLISH_PERMISSION, plural
+from .display import PUBLISH_PERMISSION
 from .publish_previews import (
     StoredPreview,
     preview_discard,
@@ -38,8 +38,8 @@ PER_PAGE = 50
 OPEN_UP_TO = 10
 # An error names this many integrations, then counts the rest.
 NAMED_UP_TO = 10
-SHOW_CHOICES = (("changes", "With changes"), ("removals", "With removals"), ("skipped", "Skipped"),
-                ("all", "All"))
+SHOW_CHOICES = (("changes", gettext_lazy("With changes")), ("removals", gettext_lazy("With removals")),
+                ("skipped", gettext_lazy("Skipped")), ("all", gettext_lazy("All")))
 
 
 def removal_tick_text(packages, integrations):
@@ -55,20 +55,22 @@ def removal_tick_text(packages, integrations):
 def names_text(integrations):
     names = [str(i) for i in integrations[:NAMED_UP_TO]]
     rest = len(integrations) - len(names)
-    return ", ".join(names) + (f" and {plural(rest, 'other integration')}" if rest else "")
+    if not rest:
+        return ", ".join(names)
+    return ngettext("%(names)s and %(count)d other integration", "%(names)s and %(count)d other integrations",
+                    rest) % {"names": ", ".join(names), "count": rest}
 
 
 def changed_text(integrations):
     """CatalogueChanged's message, naming at most NAMED_UP_TO integrations."""
-    if len(integrations) <= NAMED_UP_TO:
-        return str(publishing.CatalogueChanged(integrations))
-    return f"The packages of {names_text(integrations)} changed since the preview."
+    return _("The packages of %(names)s changed since the preview.") % {"names": names_text(integrations)}
 
 
 def paused_text(integrations):
     if len(integrations) <= NAMED_UP_TO:
-        return str(publishing.IntegrationPaused(integrations))
-    return f"{names_text(integrations)} are paused: activate them before publishing."
+        # As publishing.IntegrationPaused says it.
+        return _("%(names)s is paused: activate it before publishing.") % {"names": names_text(integrations)}
+    return _("%(names)s are paused: activate them before publishing.") % {"names": names_text(integrations)}
 
 
 class PublishFlowMixin:
@@ -79,7 +81,7 @@ class PublishFlowMixin:
     def has_publish_permission(self, request):
         return request.user.has_perm(PUBLISH_PERMISSION)
 
-    @admin.action(description="Publish selected integrations to Kombo…", permissions=["publish"])
+    @admin.action(description=gettext_lazy("Publish selected integrations to Kombo…"), permissions=["publish"])
     def publish_selected(self, request, queryset):
         # Select all across pages gives every integration the filters match: the ids are stored
         # server-side, the page is opened by the preview's id alone.
@@ -119,7 +121,8 @@ class PublishFlowMixin:
             stored = preview_save(request, StoredPreview(stored.token, sorted(shown), shown, stored.created, removals))
         elif any(stored.sha256.get(pk) != sha for pk, sha in shown.items()):
             changed = [p.integration for p in previews if stored.sha256.get(p.integration.pk) != p.plan.sha256]
-            notices.append(f"{changed_text(changed)} The totals and changes below are as they are now.")
+            notices.append(_("%(changed)s The totals and changes below are as they are now.") % {
+                "changed": changed_text(changed)})
             stored = shown_preview(request, previews, removals=removals)
         elif stored.removals != removals:
             notices.append(_("What Kombo holds changed since this preview was first shown (its packages or "
@@ -134,12 +137,13 @@ class PublishFlowMixin:
                 if i.isascii() and i.isdigit()]
 
     def _preview_gone(self, request):
-        self.message_user(request, "This publish preview is no longer available (it expired or was replaced "
-                          "by newer ones). Nothing was published: select the integrations again.", messages.WARNING)
+        self.message_user(request, _("This publish preview is no longer available (it expired or was replaced "
+                                     "by newer ones). Nothing was published: select the integrations again."),
+                          messages.WARNING)
         return HttpResponseRedirect(reverse("admin:packages_app_integration_changelist"))
 
     def _nothing_to_publish(self, request):
-        self.message_user(request, "No integrations to publish.", messages.WARNING)
+        self.message_user(request, _("No integrations to publish."), messages.WARNING)
         return HttpResponseRedirect(reverse("admin:packages_app_integration_changelist"))
 
     def _publish_confirmed(self, request):
@@ -163,18 +167,18 @@ class PublishFlowMixin:
         review = publish_review(previews, publish_anyway=publish_anyway)
         summary = review.summary
         if not summary.chosen:
-            self.message_user(request, "Nothing to publish: every selected integration is in sync "
-                              "or paused. Tick “publish anyway” to send them again.", messages.WARNING)
+            self.message_user(request, _("Nothing to publish: every selected integration is in sync "
+                                         "or paused. Tick “publish anyway” to send them again."), messages.WARNING)
             return HttpResponseRedirect(reverse("admin:packages_app_integration_changelist"))
 
         errors, removal_error, changed_meanwhile = [], "", True
         changed = [p.integration for p in summary.chosen if expected.get(p.integration.pk) != p.plan.sha256]
         if not page_is_current:
-            errors.append("This confirmation page is out of date: the catalogue changed while it was "
-                          "open. Nothing was published. Read the new changes below and confirm again.")
+            errors.append(_("This confirmation page is out of date: the catalogue changed while it was "
+                            "open. Nothing was published. Read the new changes below and confirm again."))
         elif changed:
-            errors.append(f"{changed_text(changed)} Nothing was published. Read the new changes below and "
-                          "confirm again.")
+            errors.append(_("%(changed)s Nothing was published. Read the new changes below and "
+                            "confirm again.") % {"changed": changed_text(changed)})
         elif stored is not None and stored.removals != review.removals_key:
             errors.append(_("What Kombo holds changed since the preview (packages added or removed at Kombo, "
                             "or their open orders). Nothing was published. Read the removals below and "
@@ -189,10 +193,10 @@ class PublishFlowMixin:
                     expected_sha256={p.integration.pk: expected.get(p.integration.pk) for p in summary.chosen},
                 )
             except publishing.CatalogueChanged as exc:
-                errors.append(f"{changed_text(exc.integrations)} Nothing was published. Read the new changes "
-                              "below and confirm again.")
+                errors.append(_("%(changed)s Nothing was published. Read the new changes below and "
+                                "confirm again.") % {"changed": changed_text(exc.integrations)})
             except publishing.IntegrationPaused as exc:
-                errors.append(f"{paused_text(exc.integrations)} Nothing was published.")
+                errors.append(_("%(paused)s Nothing was published.") % {"paused": paused_text(exc.integrations)})
             else:
                 if stored is not None:
                     preview_discard(request, stored.token)
@@ -251,7 +255,7 @@ class PublishFlowMixin:
 
         context = {
             **self.admin_site.each_context(request),
-            "title": "Publish to Kombo",
+            "title": _("Publish to Kombo"),
             "opts": self.model._meta,
             "summary": summary,
             "totals": _totals(summary),
@@ -290,15 +294,16 @@ class PublishFlowMixin:
 def _outline(p):
     """One integration's changes in a line, zeros left out: [(text, is a removal)]."""
     if p.paused:
-        return [("paused, skipped", False)]
+        return [(_("paused, skipped"), False)]
     if p.in_sync:
-        return [("no changes, skipped", False)]
-    parts = [] if p.previously_published else [("first publish", False)]
-    for items, verb in ((p.diff.added, "to add"), (p.diff.changed, "to change")):
-        if items:
-            parts.append((f"{len(items)} {verb}", False))
+        return [(_("no changes, skipped"), False)]
+    parts = [] if p.previously_published else [(_("first publish"), False)]
+    if p.diff.added:
+        parts.append((_("%(count)d to add") % {"count": len(p.diff.added)}, False))
+    if p.diff.changed:
+        parts.append((_("%(count)d to change") % {"count": len(p.diff.changed)}, False))
     if p.diff.removed:
-        parts.append((f"{len(p.diff.removed)} to remove", True))
+        parts.append((_("%(count)d to remove") % {"count": len(p.diff.removed)}, True))
         kombo_only = len(p.kombo_only_removed)
         if kombo_only:
             parts.append((ngettext("%(count)s only at Kombo", "%(count)s only at Kombo", kombo_only)
@@ -309,7 +314,7 @@ def _outline(p):
         elif p.orders_unknown:
             parts.append((_("open orders not read"), True))
     if p.sends_empty_list:
-        parts.append(("an empty list", True))
+        parts.append((_("an empty list"), True))
     return parts
 
 
@@ -317,14 +322,14 @@ def _totals(summary):
     """The figures the page opens with: (figure, label, css class)."""
     in_sync, paused = len(summary.in_sync), len(summary.paused)
     return [
-        (f"{summary.count:,}", "integration" if summary.count == 1 else "integrations", "selected"),
-        (f"{len(summary.chosen):,}", "to publish", "publish"),
-        (f"{summary.additions:,}", "package addition" if summary.additions == 1 else "package additions", "added"),
-        (f"{summary.changes:,}", "package change" if summary.changes == 1 else "package changes", "changed"),
-        (f"{summary.removals:,}", "package removal" if summary.removals == 1 else "package removals",
+        (f"{summary.count:,}", ngettext("integration", "integrations", summary.count), "selected"),
+        (f"{len(summary.chosen):,}", _("to publish"), "publish"),
+        (f"{summary.additions:,}", ngettext("package addition", "package additions", summary.additions), "added"),
+        (f"{summary.changes:,}", ngettext("package change", "package changes", summary.changes), "changed"),
+        (f"{summary.removals:,}", ngettext("package removal", "package removals", summary.removals),
          "removed" if summary.removals else "none"),
-        (f"{0 if summary.publish_anyway else in_sync:,}", "skipped: in sync", "skip"),
-        (f"{paused:,}", "skipped: paused", "skip"),
+        (f"{0 if summary.publish_anyway else in_sync:,}", _("skipped: in sync"), "skip"),
+        (f"{paused:,}", _("skipped: paused"), "skip"),
     ]
 
 

@@ -4,6 +4,7 @@ import json
 from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
 
 from ..models import WebhookEvent
 from .display import badge, when
@@ -33,15 +34,15 @@ class WebhookEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
               "detail", "error", "pretty_payload")
     readonly_fields = fields
 
-    @admin.display(description="received", ordering="received_at")
+    @admin.display(description=_("received"), ordering="received_at")
     def received(self, obj):
         return when(obj.received_at)
 
-    @admin.display(description="type", ordering="type")
+    @admin.display(description=_("type"), ordering="type")
     def event_type(self, obj):
         return format_html('<span style="white-space:nowrap">{}</span>', obj.type)
 
-    @admin.display(description="integration", ordering="integration__name")
+    @admin.display(description=_("integration"), ordering="integration__name")
     def integration_name(self, obj):
         """The customer's name, linked; the Kombo id (long) in the tooltip."""
         if obj.integration is None:
@@ -50,12 +51,12 @@ class WebhookEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                            reverse("admin:packages_app_integration_change", args=[obj.integration_id]),
                            obj.integration.kombo_integration_id, obj.integration.name)
 
-    @admin.display(description="outcome", ordering="outcome")
+    @admin.display(description=_("outcome"), ordering="outcome")
     def outcome_badge(self, obj):
         outcome = WebhookEvent.Outcome(obj.outcome)
         return badge(outcome.label, OUTCOME_COLOURS[outcome], f"webhook-{outcome.value}")
 
-    @admin.display(description="integration", ordering="integration__name")
+    @admin.display(description=_("integration"), ordering="integration__name")
     def integration_link(self, obj):
         if obj.integration is None:
             return "—"
@@ -63,7 +64,7 @@ class WebhookEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                            reverse("admin:packages_app_integration_change", args=[obj.integration_id]),
                            obj.integration)
 
-    @admin.display(description="payload")
+    @admin.display(description=_("payload"))
     def pretty_payload(self, obj):
         return format_html("<pre style='max-height:30em;overflow:auto'>{}</pre>",
                            json.dumps(obj.payload, indent=2, ensure_ascii=False))

@@ -630,6 +630,32 @@ class PublicationAttempt(models.Model):
         ]
 
 
+# The tables whose writes can change the body the catalogue gives an integration: the packages,
+# and the links of integrations and plans to packages and of integrations to plans.
+CATALOGUE_TABLES = ("packages_app_assessmentpackage", "packages_app_integration_packages",
+                    "packages_app_integration_plans", "packages_app_plan_packages")
+
+
+class CatalogueRevision(models.Model):
+    """One row whose number grows with every write to CATALOGUE_TABLES, in the writer's own
+    transaction: database triggers do it (migration 0009), so no path (the admin, an import, a
+    script, plain SQL) can change the catalogue without it. A value computed from the catalogue
+    while the number read N is current as long as the number is still N."""
+
+    number = models.BigIntegerField(default=0)
+
+
+class IntegrationCatalogueHash(models.Model):
+    """An integration's current body hash (Integration.current_sha256) as computed at a catalogue
+    revision: what the sync-status filters of thousands of integrations read instead of building
+    every body again. Worth nothing once the revision has moved on (selectors.current_hashes)."""
+
+    integration = models.OneToOneField(Integration, on_delete=models.CASCADE, primary_key=True,
+                                       related_name="+")
+    sha256 = models.CharField(max_length=64)
+    revision = models.BigIntegerField()
+
+
 class WebhookEvent(models.Model):
     """One event Kombo posted to /webhooks/kombo/, stored once by its id, and what came of it.
     Written by packages_app.webhook_events only; never edited by hand."""

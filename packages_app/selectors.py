@@ -8,7 +8,8 @@ from django.conf import settings
 from django.db.models import OuterRef, Q, Subquery
 
 from . import diff, payloads
-from .models import SYNC_STAGE_PUBLISHED, Integration, Plan, Publication, SyncStatus, integration_tool
+from .models import (SYNC_STAGE_PUBLISHED, CatalogueRevision, Integration, IntegrationCatalogueHash, Plan,
+                     Publication, SyncStatus, integration_tool)
 from .publishing.client import integration_base_url, kombo_client
 from .publishing.planning import PlannedPublication, publication_plans
 
@@ -203,15 +204,40 @@ def integrations_with_sync_status(queryset, *, stages=None):
     their sync status ready, in constant queries and no package model instances: the plans give
     each current hash from plain values, for the integrations whose status needs it."""
     # A fresh queryset over the same rows: the caller's may carry annotations of its own.
-    rows = Integration.objects.filter(pk__in=queryset.values("pk")).with_sync_state().prefetch_related(None)
+    # Only what the status reads (the callers want ids): no dates to parse for thousands of rows.
+    rows = (Integration.objects.filter(pk__in=queryset.values("pk")).with_sync_state().prefetch_related(None)
+            .only("pk", "kombo_integration_id"))
     if stages is not None:
         rows = rows.filter(sync_stage__in=stages)
     integrations = list(rows)
     # Every integration Kombo holds a list of: its status, or whether it needs a publish.
     published = [i for i in integrations if i.last_succeeded_sha256 is not None]
-    for integration, plan in zip(published, publication_plans(integrations=published)):
-        _knows_its_hash(integration, plan)
+    for integration, sha256 in zip(published, current_hashes(published)):
+        integration.current_sha256 = (lambda known: lambda: known)(sha256)
     return integrations
+
+
+def current_hashes(integrations):
+    """Each integration's current body hash (the plans' hash: publication_plans, the one rule),
+    in order. Those computed at the catalogue's current revision come from
+    IntegrationCatalogueHash; the others are computed and stored for the next reader. A catalogue
+    write moves the revision in its own transaction (database triggers), so a stored hash is never
+    read after the catalogue it was computed from has changed."""
+    revision = CatalogueRevision.objects.filter(pk=1).values_list("number", flat=True).first()
+    stored = IntegrationCatalogueHash.objects.filter(revision=revision)
+    if len(integrations) <= 1000:  # more: every stored row at once, not a list of thousands of ids
+        stored = stored.filter(integration_id__in=[i.pk for i in integrations])
+    known = {} if revision is None else dict(stored.values_list("integration_id", "sha256"))
+    stale = [i for i in integrations if i.pk not in known]
+    computed = {plan.integration.pk: plan.sha256 for plan in publication_plans(integrations=stale)} if stale else {}
+    if computed and revision is not None:
+        # Computed from a catalogue at least as new as `revision` (read first): if it moved on
+        # meanwhile, these rows are simply stale at once.
+        IntegrationCatalogueHash.objects.bulk_create(
+            [IntegrationCatalogueHash(integration_id=pk, sha256=sha, revision=revision) for pk, sha in computed.items()],
+            update_conflicts=True, unique_fields=["integration"], update_fields=["sha256", "revision"],
+            batch_size=2000)
+    return [known.get(i.pk) or computed[i.pk] for i in integrations]
 
 
 def integrations_in_sync_status(queryset, statuses):
@@ -219,7 +245,10 @@ def integrations_in_sync_status(queryset, statuses):
     failed and never published are decided by the database alone; the others need each current
     hash, of the integrations Kombo holds a list of."""
     stages = {s if s in _STAGES_THE_DATABASE_DECIDES else SYNC_STAGE_PUBLISHED for s in statuses}
-    matching = [i.pk for i in integrations_with_sync_status(queryset, stages=stages)
+    # Narrowed in SQL only to the stages the database decides alone (few rows): a WHERE on the
+    # stage costs its subqueries a second time, more than it saves when most rows match.
+    narrowed = None if SYNC_STAGE_PUBLISHED in stages else stages
+    matching = [i.pk for i in integrations_with_sync_status(queryset, stages=narrowed)
                 if sync_status_of(i) in statuses]
     return queryset.filter(pk__in=matching)
 

@@ -262,10 +262,12 @@ def _links(rows, key, value):
 
 
 class IntegrationQuerySet(models.QuerySet):
-    def with_sync_state(self):
+    def with_sync_state(self, *, dates=True):
         """Everything sync status needs, in a constant number of queries whatever the row count:
         the latest publication and the latest accepted one at the integration's current Kombo id
-        and region (what was published elsewhere does not count, see Publication.at_place)."""
+        and region (what was published elsewhere does not count, see Publication.at_place).
+        `dates=False` leaves out last_published_at (thousands of rows: parsing it cost more than
+        the status)."""
         latest = Publication.objects.filter(integration=OuterRef("pk")).order_by("-pk")
         succeeded = latest.at_place_of_outer().accepted_here()
         # The status of the integration's latest publication if it went to its current place
@@ -275,11 +277,13 @@ class IntegrationQuerySet(models.QuerySet):
         latest_here = Case(When(Q(target_kombo_integration_id=OuterRef("kombo_integration_id"),
                                   target_region=OuterRef("region")), then=F("status")), default=Value(None),
                            output_field=models.CharField())
-        return self.annotate(
+        annotated = self.annotate(
             latest_publication_status=Subquery(latest.annotate(here=latest_here).values("here")[:1]),
             last_succeeded_sha256=Subquery(succeeded.values("body_sha256")[:1]),
-            last_published_at=Subquery(succeeded.values("finished_at")[:1]),
         ).annotate(sync_stage=_sync_stage()).with_offered_packages()
+        if not dates:
+            return annotated
+        return annotated.annotate(last_published_at=Subquery(succeeded.values("finished_at")[:1]))
 
     def with_offered_packages(self):
         """Prefetch what the integrations offer: their own packages and their plans' packages
@@ -301,8 +305,8 @@ class IntegrationQuerySet(models.QuerySet):
         # The ids as parameters: as a subquery, the caller's annotations would be computed again.
         chosen = pks
         own = {pk: [] for pk in pks} | _links(Integration.packages.through.objects.filter(
-            integration_id__in=chosen), "integration_id", "assessmentpackage_id")
-        plans_of = _links(Integration.plans.through.objects.filter(integration_id__in=chosen),
+            integration_id__any_of=chosen), "integration_id", "assessmentpackage_id")
+        plans_of = _links(Integration.plans.through.objects.filter(integration_id__any_of=chosen),
                           "integration_id", "plan_id")
         plan_packages = _links(Plan.packages.through.objects.filter(
             plan_id__in={p for plans in plans_of.values() for p in plans}), "plan_id", "assessmentpackage_id")

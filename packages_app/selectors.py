@@ -205,8 +205,8 @@ def integrations_with_sync_status(queryset, *, stages=None):
     each current hash from plain values, for the integrations whose status needs it."""
     # A fresh queryset over the same rows: the caller's may carry annotations of its own.
     # Only what the status reads (the callers want ids): no dates to parse for thousands of rows.
-    rows = (Integration.objects.filter(pk__in=queryset.values("pk")).with_sync_state().prefetch_related(None)
-            .only("pk", "kombo_integration_id"))
+    rows = (Integration.objects.filter(pk__in=queryset.values("pk")).with_sync_state(dates=False).prefetch_related(None)
+            .only("pk", "kombo_integration_id").order_by())
     if stages is not None:
         rows = rows.filter(sync_stage__in=stages)
     integrations = list(rows)
@@ -224,9 +224,8 @@ def current_hashes(integrations):
     write moves the revision in its own transaction (database triggers), so a stored hash is never
     read after the catalogue it was computed from has changed."""
     revision = CatalogueRevision.objects.filter(pk=1).values_list("number", flat=True).first()
-    stored = IntegrationCatalogueHash.objects.filter(revision=revision)
-    if len(integrations) <= 1000:  # more: every stored row at once, not a list of thousands of ids
-        stored = stored.filter(integration_id__in=[i.pk for i in integrations])
+    stored = IntegrationCatalogueHash.objects.filter(revision=revision,
+                                                     integration_id__any_of=[i.pk for i in integrations])
     known = {} if revision is None else dict(stored.values_list("integration_id", "sha256"))
     stale = [i for i in integrations if i.pk not in known]
     computed = {plan.integration.pk: plan.sha256 for plan in publication_plans(integrations=stale)} if stale else {}
@@ -250,7 +249,7 @@ def integrations_in_sync_status(queryset, statuses):
     narrowed = None if SYNC_STAGE_PUBLISHED in stages else stages
     matching = [i.pk for i in integrations_with_sync_status(queryset, stages=narrowed)
                 if sync_status_of(i) in statuses]
-    return queryset.filter(pk__in=matching)
+    return queryset.filter(pk__any_of=matching)
 
 
 _STAGES_THE_DATABASE_DECIDES = {SyncStatus.PUBLISHING, SyncStatus.FAILED, SyncStatus.NEVER_PUBLISHED}
@@ -324,7 +323,7 @@ def out_of_sync_integrations():
     """Active integrations that "Publish all out-of-sync" publishes: out of sync (changed, never
     published, last publish did not complete) and with something Kombo does not hold yet."""
     active = Integration.objects.filter(is_active=True)
-    return active.filter(pk__in=[i.pk for i in integrations_with_sync_status(active)
+    return active.filter(pk__any_of=[i.pk for i in integrations_with_sync_status(active)
                                  if sync_status_of(i) in OUT_OF_SYNC and needs_publish(i)])
 
 

@@ -129,6 +129,7 @@ def test_moving_cancels_what_was_on_its_way_to_the_old_place(client, superuser, 
     assert status_of(integration) == SyncStatus.NEVER_PUBLISHED
 
 
+@pytest.mark.postgresql  # EXPLAIN of PostgreSQL's plan
 def test_the_baseline_is_one_probe_of_the_partial_index(published):
     """The sync status's latest accepted publication reads publication_accepted_idx with the
     integration, its Kombo id and its region: no scan over what was published elsewhere."""

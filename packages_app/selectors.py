@@ -9,7 +9,7 @@ from django.db.models import OuterRef, Q, Subquery
 
 from . import diff, payloads
 from .models import (SYNC_STAGE_PUBLISHED, CatalogueRevision, Integration, IntegrationCatalogueHash, Plan,
-                     Publication, SyncStatus, integration_tool)
+                     Publication, SyncStatus, integration_tool, is_manual_import_tool)
 from .publishing.client import integration_base_url, kombo_client
 from .publishing.planning import PlannedPublication, publication_plans
 
@@ -204,17 +204,42 @@ def integrations_with_sync_status(queryset, *, stages=None):
     their sync status ready, in constant queries and no package model instances: the plans give
     each current hash from plain values, for the integrations whose status needs it."""
     # A fresh queryset over the same rows: the caller's may carry annotations of its own.
-    # Only what the status reads (the callers want ids): no dates to parse for thousands of rows.
-    rows = (Integration.objects.filter(pk__in=queryset.values("pk")).with_sync_state(dates=False).prefetch_related(None)
-            .only("pk", "kombo_integration_id").order_by())
+    rows = (Integration.objects.filter(pk__in=queryset.values("pk")).with_sync_state(dates=False)
+            .prefetch_related(None).order_by())
     if stages is not None:
         rows = rows.filter(sync_stage__in=stages)
-    integrations = list(rows)
+    integrations = [_StatusRow(**values) for values in rows.values(*_StatusRow.READ)]
     # Every integration Kombo holds a list of: its status, or whether it needs a publish.
     published = [i for i in integrations if i.last_succeeded_sha256 is not None]
     for integration, sha256 in zip(published, current_hashes(published)):
-        integration.current_sha256 = (lambda known: lambda: known)(sha256)
+        integration.current = sha256
     return integrations
+
+
+@dataclass
+class _StatusRow:
+    """What sync_status_of reads of an integration, as plain values: no model instance (nor its
+    dates) for each of thousands of integrations."""
+
+    READ = ("pk", "kombo_integration_id", "sync_stage", "latest_publication_status", "last_succeeded_sha256")
+
+    pk: int
+    kombo_integration_id: str
+    sync_stage: str
+    latest_publication_status: str | None
+    last_succeeded_sha256: str | None
+    current: str | None = None
+
+    @property
+    def needs_manual_import(self):
+        return is_manual_import_tool(self.kombo_integration_id)
+
+    def current_sha256(self):
+        return self.current
+
+    @property
+    def sync_status(self):
+        return sync_status_of(self)
 
 
 def current_hashes(integrations):

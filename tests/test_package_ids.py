@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 
-from packages_app import catalogue_io, publishing
+from packages_app import catalogue_io, publishing, selectors
 from packages_app.models import AssessmentPackage, Integration, validate_package_id
 
 pytestmark = pytest.mark.django_db
@@ -189,3 +189,17 @@ def test_a_package_published_before_its_integration_moved_needs_no_tick(client, 
     client.force_login(editor)
     response = client.post(change_url(package), package_form(package, package_id="big5-v2"))
     assert response.status_code == 302
+
+
+def test_the_integrations_holding_a_package_whether_in_sync_or_not(published, make_package):
+    """In sync, Kombo holds the current body (no body read); changed since, Kombo holds the last
+    accepted body, which is read; a package added after the last publish is not at Kombo."""
+    package, acme, beta = published
+    assert [i.name for i in selectors.integrations_holding_package(package=package)] == ["Acme", "Beta"]
+    beta.packages.add(make_package("extra"))          # Beta changed since: its last body is read
+    late = make_package("late", name="Late")
+    acme.packages.add(late)                           # offered now, never published
+    assert [i.name for i in selectors.integrations_holding_package(package=package)] == ["Acme", "Beta"]
+    assert selectors.integrations_holding_package(package=late) == []
+    beta.packages.remove(package)                     # no longer offered: not "holding" for the form
+    assert [i.name for i in selectors.integrations_holding_package(package=package)] == ["Acme"]

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Prefetch
 from django.db.models.functions import Lower
-from django.utils.translation import ngettext
+from django.utils.translation import gettext, ngettext
 
 from . import history, payloads
 from .models import AssessmentPackage, Plan, package_id_taken_message
@@ -52,10 +52,12 @@ class ImportResult:
         if self.errors:
             return ngettext("%(count)s bad row: nothing was imported.", "%(count)s bad rows: nothing was imported.",
                             len(self.errors)) % {"count": len(self.errors)}
-        text = f"{len(self.added)} added, {len(self.updated)} updated, {self.unchanged} unchanged."
+        text = gettext("%(added)s added, %(updated)s updated, %(unchanged)s unchanged.") % {
+            "added": len(self.added), "updated": len(self.updated), "unchanged": self.unchanged}
         if self.plans_added or self.plans_updated or self.plans_unchanged:
-            text += (f" Plans: {len(self.plans_added)} added, {len(self.plans_updated)} updated, "
-                     f"{self.plans_unchanged} unchanged.")
+            text += gettext(" Plans: %(added)s added, %(updated)s updated, %(unchanged)s unchanged.") % {
+                "added": len(self.plans_added), "updated": len(self.plans_updated),
+                "unchanged": self.plans_unchanged}
         return text
 
 
@@ -103,11 +105,13 @@ def detect_format(filename, text):
 
 def decode(data: bytes):
     if len(data) > MAX_IMPORT_BYTES:
-        raise ImportFormatError(f"The file is larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MiB.")
+        raise ImportFormatError(gettext("The file is larger than %(size)s MiB.")
+                                % {"size": MAX_IMPORT_BYTES // (1024 * 1024)})
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ImportFormatError(f"The file is not UTF-8 text (byte {exc.start}).") from None
+        raise ImportFormatError(gettext("The file is not UTF-8 text (byte %(byte)s).")
+                                % {"byte": exc.start}) from None
 
 
 def parse_json(text):
@@ -120,18 +124,19 @@ def parse_json_document(text):
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ImportFormatError(f"Not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from None
+        raise ImportFormatError(gettext("Not valid JSON: %(error)s at line %(line)s, column %(column)s.")
+                                % {"error": exc.msg, "line": exc.lineno, "column": exc.colno}) from None
     except RecursionError:
-        raise ImportFormatError("Not valid JSON for a catalogue: nested too deeply.") from None
+        raise ImportFormatError(gettext("Not valid JSON for a catalogue: nested too deeply.")) from None
     except ValueError as exc:  # e.g. an integer literal longer than Python converts
-        raise ImportFormatError(f"Not valid JSON for a catalogue: {exc}.") from None
+        raise ImportFormatError(gettext("Not valid JSON for a catalogue: %(error)s.") % {"error": exc}) from None
     if not isinstance(document, dict) or not isinstance(document.get("packages"), list):
-        raise ImportFormatError('The JSON must be an object with a "packages" list, as Kombo receives it.')
+        raise ImportFormatError(gettext('The JSON must be an object with a "packages" list, as Kombo receives it.'))
     rows = [(f"packages[{i}]", row) for i, row in enumerate(document["packages"])]
     if "plans" not in document:
         return rows, None
     if not isinstance(document["plans"], list):
-        raise ImportFormatError('"plans" must be a list of plans, as the export writes it.')
+        raise ImportFormatError(gettext('"plans" must be a list of plans, as the export writes it.'))
     return rows, [(f"plans[{i}]", row) for i, row in enumerate(document["plans"])]
 
 
@@ -151,15 +156,16 @@ def parse_csv(text):
     try:
         header = next(reader)
     except StopIteration:
-        raise ImportFormatError("The CSV file is empty.") from None
+        raise ImportFormatError(gettext("The CSV file is empty.")) from None
     except csv.Error as exc:
-        raise ImportFormatError(f"Not valid CSV: {exc}.") from None
+        raise ImportFormatError(gettext("Not valid CSV: %(error)s.") % {"error": exc}) from None
     header = [h.strip().lower() for h in header]
     header = ["id" if h == "package_id" else h for h in header]
     missing = [c for c in COLUMNS if c not in header]
     if missing:
         raise ImportFormatError(
-            f"The CSV header must name the columns {', '.join(COLUMNS)}; missing: {', '.join(missing)}."
+            gettext("The CSV header must name the columns %(columns)s; missing: %(missing)s.")
+            % {"columns": ", ".join(COLUMNS), "missing": ", ".join(missing)}
         )
     rows = []
     try:
@@ -168,12 +174,14 @@ def parse_csv(text):
             if not any(v.strip() for v in values):
                 continue
             if len(values) != len(header):
-                rows.append((f"line {line}", ValueError(
-                    f"expected {len(header)} columns, found {len(values)}")))
+                rows.append((gettext("line %(line)s") % {"line": line}, ValueError(
+                    gettext("expected %(expected)s columns, found %(found)s")
+                    % {"expected": len(header), "found": len(values)})))
                 continue
-            rows.append((f"line {line}", dict(zip(header, values))))
+            rows.append((gettext("line %(line)s") % {"line": line}, dict(zip(header, values))))
     except csv.Error as exc:
-        raise ImportFormatError(f"Not valid CSV at line {reader.line_num}: {exc}.") from None
+        raise ImportFormatError(gettext("Not valid CSV at line %(line)s: %(error)s.")
+                                % {"line": reader.line_num, "error": exc}) from None
     return rows
 
 
@@ -201,28 +209,34 @@ def _validate(rows):
             errors.append(RowError(where, str(row)))
             continue
         if not isinstance(row, dict):
-            errors.append(RowError(where, "must be an object with id, type, name and description"))
+            errors.append(RowError(where, gettext("must be an object with id, type, name and description")))
             continue
-        problems = [f"{c} is required" for c in COLUMNS if c not in row or row[c] is None]
-        problems += [f"{c} must be a string" for c in COLUMNS
+        problems = [gettext("%(field)s is required") % {"field": c} for c in COLUMNS if c not in row or row[c] is None]
+        problems += [gettext("%(field)s must be a string") % {"field": c} for c in COLUMNS
                      if row.get(c) is not None and not isinstance(row[c], str)]
         unknown = sorted(set(row) - set(COLUMNS))
         if unknown:
-            problems.append(f"unknown field(s): {', '.join(map(str, unknown))}")
+            problems.append(ngettext("unknown field: %(names)s", "unknown fields: %(names)s", len(unknown))
+                            % {"names": ", ".join(map(str, unknown))})
         if problems:
             errors.append(RowError(where, "; ".join(problems)))
             continue
         package_id = row["id"]
         if package_id.lower() in seen:
             first_where, first_id = seen[package_id.lower()]
-            in_case = "" if first_id == package_id else f' ("{first_id}": ids are unique regardless of case)'
-            errors.append(RowError(where, f'id "{package_id}" is a duplicate of {first_where}{in_case}'))
+            params = {"id": package_id, "where": first_where, "first_id": first_id}
+            if first_id == package_id:
+                reason = gettext('id "%(id)s" is a duplicate of %(where)s') % params
+            else:
+                reason = gettext('id "%(id)s" is a duplicate of %(where)s '
+                                 '("%(first_id)s": ids are unique regardless of case)') % params
+            errors.append(RowError(where, reason))
             continue
         seen[package_id.lower()] = (where, package_id)
         current = existing.get(package_id.lower())
         if current is not None and current.package_id != package_id:
             # Not an update of that package: its id would change without the form's confirmation.
-            errors.append(RowError(where, f"id: {package_id_taken_message(current)}"))
+            errors.append(RowError(where, gettext("id: %(message)s") % {"message": package_id_taken_message(current)}))
             continue
         candidate = AssessmentPackage(
             pk=current.pk if current else None, package_id=package_id, type=row["type"],
@@ -232,7 +246,7 @@ def _validate(rows):
             # Uniqueness is checked above for all the rows at once, not a query per row.
             candidate.full_clean(validate_unique=False, validate_constraints=False)
         except ValidationError as exc:
-            reasons = [f"{name if name != '__all__' else 'row'}: {' '.join(messages)}"
+            reasons = [f"{name if name != '__all__' else gettext('row')}: {' '.join(messages)}"
                        for name, messages in exc.message_dict.items()]
             errors.append(RowError(where, "; ".join(reasons).replace("package_id:", "id:")))
             continue
@@ -251,21 +265,22 @@ def _validate_plans(plan_rows, package_rows):
                           .values_list("package_id", flat=True))
     for where, row in plan_rows:
         if not isinstance(row, dict):
-            errors.append(RowError(where, "must be an object with name, description, is_default and packages"))
+            errors.append(RowError(where, gettext("must be an object with name, description, is_default and packages")))
             continue
         problems = []
         if not isinstance(row.get("name"), str):
-            problems.append("name is required and must be a string")
+            problems.append(gettext("name is required and must be a string"))
         if not isinstance(row.get("description", ""), str):
-            problems.append("description must be a string")
+            problems.append(gettext("description must be a string"))
         if not isinstance(row.get("is_default", False), bool):
-            problems.append("is_default must be true or false")
+            problems.append(gettext("is_default must be true or false"))
         ids = row.get("packages")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            problems.append("packages is required and must be a list of package ids")
+            problems.append(gettext("packages is required and must be a list of package ids"))
         unknown = sorted(set(row) - set(PLAN_FIELDS), key=str)
         if unknown:
-            problems.append(f"unknown field(s): {', '.join(map(str, unknown))}")
+            problems.append(ngettext("unknown field: %(names)s", "unknown fields: %(names)s", len(unknown))
+                            % {"names": ", ".join(map(str, unknown))})
         if problems:
             errors.append(RowError(where, "; ".join(problems)))
             continue
@@ -278,16 +293,20 @@ def _validate_plans(plan_rows, package_rows):
             continue
         missing = [i for i in dict.fromkeys(ids) if i not in known]
         if missing:
-            errors.append(RowError(where, f"unknown package id(s): {', '.join(missing)} (neither in this file "
-                                          "nor in the catalogue)"))
+            errors.append(RowError(where, ngettext(
+                "unknown package id: %(ids)s (neither in this file nor in the catalogue)",
+                "unknown package ids: %(ids)s (neither in this file nor in the catalogue)",
+                len(missing)) % {"ids": ", ".join(missing)}))
             continue
         if name in seen:
-            errors.append(RowError(where, f'name "{name}" is a duplicate of {seen[name]}'))
+            errors.append(RowError(where, gettext('name "%(name)s" is a duplicate of %(where)s')
+                                   % {"name": name, "where": seen[name]}))
             continue
         seen[name] = where
         if is_default:
             if default_at is not None:
-                errors.append(RowError(where, f"only one plan can be the default ({default_at} is)"))
+                errors.append(RowError(where, gettext("only one plan can be the default (%(where)s is)")
+                                       % {"where": default_at}))
                 continue
             default_at = where
         plans.append((where, name, description, is_default, list(dict.fromkeys(ids))))

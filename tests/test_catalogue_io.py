@@ -80,7 +80,7 @@ def test_json_wrong_types_and_missing_fields():
         "packages[0]: id must be a string",
         "packages[1]: description is required",
         "packages[2]: must be an object with id, type, name and description",
-        "packages[3]: unknown field(s): extra",
+        "packages[3]: unknown field: extra",
     ]
     assert not AssessmentPackage.objects.exists()
 

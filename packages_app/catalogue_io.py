@@ -114,9 +114,13 @@ def decode(data: bytes):
                                 % {"byte": exc.start}) from None
 
 
-def parse_json(text):
-    """[(where, row dict)] from Kombo's request shape."""
-    return parse_json_document(text)[0]
+def _unknown_fields(row, known):
+    """[the problem] if `row` has fields besides `known`, else []."""
+    unknown = sorted(set(row) - set(known), key=str)
+    if not unknown:
+        return []
+    return [ngettext("unknown field: %(names)s", "unknown fields: %(names)s", len(unknown))
+            % {"names": ", ".join(map(str, unknown))}]
 
 
 def parse_json_document(text):
@@ -214,10 +218,7 @@ def _validate(rows):
         problems = [gettext("%(field)s is required") % {"field": c} for c in COLUMNS if c not in row or row[c] is None]
         problems += [gettext("%(field)s must be a string") % {"field": c} for c in COLUMNS
                      if row.get(c) is not None and not isinstance(row[c], str)]
-        unknown = sorted(set(row) - set(COLUMNS))
-        if unknown:
-            problems.append(ngettext("unknown field: %(names)s", "unknown fields: %(names)s", len(unknown))
-                            % {"names": ", ".join(map(str, unknown))})
+        problems += _unknown_fields(row, COLUMNS)
         if problems:
             errors.append(RowError(where, "; ".join(problems)))
             continue
@@ -277,10 +278,7 @@ def _validate_plans(plan_rows, package_rows):
         ids = row.get("packages")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             problems.append(gettext("packages is required and must be a list of package ids"))
-        unknown = sorted(set(row) - set(PLAN_FIELDS), key=str)
-        if unknown:
-            problems.append(ngettext("unknown field: %(names)s", "unknown fields: %(names)s", len(unknown))
-                            % {"names": ", ".join(map(str, unknown))})
+        problems += _unknown_fields(row, PLAN_FIELDS)
         if problems:
             errors.append(RowError(where, "; ".join(problems)))
             continue

@@ -1,9 +1,14 @@
 """Forms of the admin's own pages, and the model forms whose save needs a confirmation first."""
+import time
+
 from django import forms
+from django.conf import settings
 from django.utils.text import format_lazy
 from django.utils.translation import gettext, gettext_lazy as _, ngettext
 
+from .kombo_readback import open_order_counts, readback_limit
 from .models import PACKAGE_NAME_SHOWN_LENGTH, AssessmentPackage, Integration, package_name_warning
+from .publishing.client import integration_base_url
 
 
 class CatalogueImportForm(forms.Form):
@@ -188,16 +193,6 @@ def _open_orders_text(integrations, package_id):
     """What Kombo says of the OPEN orders for `package_id` on these integrations (read with the
     confirmation page's reader, up to its number of integrations and within its time budget), in
     one sentence; every integration that could not be read is said so."""
-    import time
-
-    from django.conf import settings
-
-    try:
-        from .kombo_readback import open_order_counts, readback_limit
-    except ImportError:  # no reader of Kombo's orders in this build: the integrations are named
-        return ""
-    from .publishing.client import integration_base_url
-
     limit, budget = readback_limit(), settings.KOMBO_READBACK_BUDGET_SECONDS
     deadline = time.monotonic() + budget
     with_orders, unread = [], []

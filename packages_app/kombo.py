@@ -83,16 +83,22 @@ BACKOFF_BASE_OVERRIDES = {
 LONGER_BACKOFF_CODES = {"REMOTE.RATE_LIMIT_EXCEEDED", "REMOTE.SERVICE_UNAVAILABLE"}
 
 
+def is_loopback_host(host):
+    """localhost or a loopback address: where plain http stays on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def is_safe_url(url):
     """https to any host, or plain http to a loopback host (the sandbox): the one rule for the
     base URL the key is sent to and for every link to Kombo shown to staff."""
     parts = urlsplit(str(url or ""))
     host = parts.hostname or ""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    return (parts.scheme == "https" and bool(host)) or (parts.scheme == "http" and loopback)
+    return (parts.scheme == "https" and bool(host)) or (parts.scheme == "http" and is_loopback_host(host))
 
 
 def classify(code, http_status):

@@ -262,12 +262,13 @@ def _links(rows, key, value):
 
 
 class IntegrationQuerySet(models.QuerySet):
-    def with_sync_state(self, *, dates=True):
+    def with_sync_state(self, *, dates=True, packages=True):
         """Everything sync status needs, in a constant number of queries whatever the row count:
         the latest publication and the latest accepted one at the integration's current Kombo id
         and region (what was published elsewhere does not count, see Publication.at_place).
         `dates=False` leaves out last_published_at (thousands of rows: parsing it cost more than
-        the status)."""
+        the status); `packages=False` leaves out the packages' prefetch, for callers that read
+        them as plain values (publication_plans) or not at all."""
         latest = Publication.objects.filter(integration=OuterRef("pk")).order_by("-pk")
         succeeded = latest.at_place_of_outer().accepted_here()
         # The status of the integration's latest publication if it went to its current place
@@ -280,7 +281,9 @@ class IntegrationQuerySet(models.QuerySet):
         annotated = self.annotate(
             latest_publication_status=Subquery(latest.annotate(here=latest_here).values("here")[:1]),
             last_succeeded_sha256=Subquery(succeeded.values("body_sha256")[:1]),
-        ).annotate(sync_stage=_sync_stage()).with_offered_packages()
+        ).annotate(sync_stage=_sync_stage())
+        if packages:
+            annotated = annotated.with_offered_packages()
         if not dates:
             return annotated
         return annotated.annotate(last_published_at=Subquery(succeeded.values("finished_at")[:1]))
@@ -301,12 +304,12 @@ class IntegrationQuerySet(models.QuerySet):
         its plans' packages: four queries and no model instances, for publishing thousands of
         integrations at once. A plan's packages are read once, not once per integration on it, and
         integrations on the same plans with nothing of their own share one list (read-only)."""
+        # The ids read once and passed as one array: as a subquery, the caller's annotations would
+        # be computed again.
         pks = list(self.values_list("pk", flat=True))
-        # The ids as parameters: as a subquery, the caller's annotations would be computed again.
-        chosen = pks
         own = {pk: [] for pk in pks} | _links(Integration.packages.through.objects.filter(
-            integration_id__any_of=chosen), "integration_id", "assessmentpackage_id")
-        plans_of = _links(Integration.plans.through.objects.filter(integration_id__any_of=chosen),
+            integration_id__any_of=pks), "integration_id", "assessmentpackage_id")
+        plans_of = _links(Integration.plans.through.objects.filter(integration_id__any_of=pks),
                           "integration_id", "plan_id")
         plan_packages = _links(Plan.packages.through.objects.filter(
             plan_id__in={p for plans in plans_of.values() for p in plans}), "plan_id", "assessmentpackage_id")
@@ -429,7 +432,7 @@ class Integration(models.Model):
         from .selectors import sync_status_of  # selectors reads these models
 
         if not hasattr(self, "latest_publication_status"):
-            annotated = Integration.objects.with_sync_state().get(pk=self.pk)
+            annotated = Integration.objects.with_sync_state(packages=False).get(pk=self.pk)
             self.latest_publication_status = annotated.latest_publication_status
             self.last_succeeded_sha256 = annotated.last_succeeded_sha256
             self.last_published_at = annotated.last_published_at
@@ -634,14 +637,10 @@ class PublicationAttempt(models.Model):
         ]
 
 
-# The tables whose writes can change the body the catalogue gives an integration: the packages,
-# and the links of integrations and plans to packages and of integrations to plans.
-CATALOGUE_TABLES = ("packages_app_assessmentpackage", "packages_app_integration_packages",
-                    "packages_app_integration_plans", "packages_app_plan_packages")
-
-
 class CatalogueRevision(models.Model):
-    """One row whose number grows with every write to CATALOGUE_TABLES, in the writer's own
+    """One row whose number grows with every write to the tables that make an integration's body
+    (the packages, and the links of integrations and plans to packages and of integrations to
+    plans; migration 0009 names them), in the writer's own
     transaction: database triggers do it (migration 0009), so no path (the admin, an import, a
     script, plain SQL) can change the catalogue without it. A value computed from the catalogue
     while the number read N is current as long as the number is still N."""

@@ -62,8 +62,7 @@ def integrations_preview(integrations_qs):
     accepted = (Publication.objects.filter(integration=OuterRef("pk")).at_place_of_outer().accepted_here()
                 .order_by("-pk"))
     integrations = list(
-        integrations_qs.with_sync_state()
-        .prefetch_related(None)  # the plans read the packages as values
+        integrations_qs.with_sync_state(packages=False)  # the plans read the packages as values
         .annotate(last_succeeded_pk=Subquery(accepted.values("pk")[:1]))
         .order_by("name", "pk")
     )
@@ -204,8 +203,8 @@ def integrations_with_sync_status(queryset, *, stages=None):
     their sync status ready, in constant queries and no package model instances: the plans give
     each current hash from plain values, for the integrations whose status needs it."""
     # A fresh queryset over the same rows: the caller's may carry annotations of its own.
-    rows = (Integration.objects.filter(pk__in=queryset.values("pk")).with_sync_state(dates=False)
-            .prefetch_related(None).order_by())
+    rows = (Integration.objects.filter(pk__in=queryset.values("pk")).with_sync_state(dates=False, packages=False)
+            .order_by())
     if stages is not None:
         rows = rows.filter(sync_stage__in=stages)
     integrations = [_StatusRow(**values) for values in rows.values(*_StatusRow.READ)]
@@ -221,12 +220,11 @@ class _StatusRow:
     """What sync_status_of reads of an integration, as plain values: no model instance (nor its
     dates) for each of thousands of integrations."""
 
-    READ = ("pk", "kombo_integration_id", "sync_stage", "latest_publication_status", "last_succeeded_sha256")
+    READ = ("pk", "kombo_integration_id", "sync_stage", "last_succeeded_sha256")
 
     pk: int
     kombo_integration_id: str
     sync_stage: str
-    latest_publication_status: str | None
     last_succeeded_sha256: str | None
     current: str | None = None
 

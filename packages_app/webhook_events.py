@@ -55,7 +55,7 @@ def webhook_event_enqueue(*, event_pk):
     event stays unprocessed and the sweep queues it later: Kombo got its 200 all the same."""
     try:
         current_app.send_task(PROCESS_TASK, args=[event_pk], retry=True,
-                              retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2})
+                              retry_policy=publishing.queueing.SEND_RETRY_POLICY)
         return True
     except Exception as exc:  # any broker or transport failure
         logger.warning("Webhook event %s is saved but could not be queued (%s); the sweep will queue it.",

@@ -1,8 +1,7 @@
 """The packages list's Import: upload, then a preview of what the file adds and changes, then the
 import on confirm. Nothing is written before the confirm, and the confirm imports exactly the
-previewed file (kept in the staff member's session, by a random id and its hash)."""
+previewed file (kept in the staff member's session, by a random id)."""
 import base64
-import hashlib
 import secrets
 import time
 import zlib
@@ -96,8 +95,7 @@ class CatalogueImportMixin:
         with transaction.atomic():
             result = catalogue_io.catalogue_import(data=data, filename=filename, fmt=fmt, user=request.user,
                                                    via=f"import of {filename}")
-            previewed = (stored["added"], stored["updated"])
-            if result.ok and (result.added, result.updated) == (previewed[0], previewed[1]):
+            if result.ok and (result.added, result.updated) == (stored["added"], stored["updated"]):
                 del request.session[SESSION_KEY]
                 self.message_user(request, _("Imported %(file)s: %(summary)s") % {
                     "file": filename, "summary": result.summary()}, messages.SUCCESS)
@@ -118,7 +116,6 @@ class CatalogueImportMixin:
         token = secrets.token_urlsafe(16)
         request.session[SESSION_KEY] = {
             "token": token, "filename": filename, "fmt": fmt, "at": time.time(),
-            "sha256": hashlib.sha256(data).hexdigest(),
             "data": base64.b64encode(zlib.compress(data)).decode("ascii"),
             "added": result.added, "updated": result.updated,
         }

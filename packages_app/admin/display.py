@@ -139,6 +139,3 @@ def cancel_summary(ended, ending):
             "%(count)d publications are in flight: they end as cancelled when their requests return.",
             ending) % {"count": ending})
     return " ".join(parts)
-
-
-# --- history ---------------------------------------------------------------------------------

@@ -255,6 +255,3 @@ class IntegrationAdmin(SafeAutocompleteMixin, PublishFlowMixin, ChangeHistoryWit
         if integration is None or not integration.needs_manual_import:
             return {}
         return {"manual_import_publication": selectors.latest_accepted_publication(integration=integration)}
-
-
-# --- the ledger -----------------------------------------------------------------------------

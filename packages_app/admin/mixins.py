@@ -156,7 +156,7 @@ class PublishedIntegrationDeletionMixin:
         return delete_selected(modeladmin, request, queryset)
 
 
-# --- catalogue ------------------------------------------------------------------------------
+# --- read-only ledgers ----------------------------------------------------------------------
 
 
 class ReadOnlyAdminMixin:

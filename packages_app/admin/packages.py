@@ -105,6 +105,3 @@ class AssessmentPackageAdmin(PackageDeletionMixin, CatalogueImportMixin, ChangeH
         links += [(reverse("admin:packages_app_plan_change", args=[p.pk]), gettext("plan “%(name)s”") % {"name": p})
                   for p in plans]
         return format_html_join(", ", '<a href="{}">{}</a>', links)
-
-
-# --- integrations ---------------------------------------------------------------------------

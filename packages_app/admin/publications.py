@@ -30,8 +30,7 @@ from .display import (
 )
 from .mixins import ReadOnlyAdminMixin
 from .pagination import CappedCountPaginator
-
-BIGINT_MAX = 2 ** 63 - 1
+from .widgets import is_db_id
 
 
 class IntegrationFilter(admin.SimpleListFilter):
@@ -45,10 +44,12 @@ class IntegrationFilter(admin.SimpleListFilter):
     template = "admin/packages_app/publication/integration_filter.html"
 
     def _chosen(self):
-        value = self.value()
-        if value and value.isascii() and value.isdigit() and int(value) <= BIGINT_MAX:
-            return Integration.objects.filter(pk=value).only("name").first()
-        return None
+        """The integration chosen, read once a request (lookups() and queryset() both ask)."""
+        if not hasattr(self, "_chosen_integration"):
+            value = self.value()
+            self._chosen_integration = (Integration.objects.filter(pk=value).only("name").first()
+                                        if value and is_db_id(value) else None)
+        return self._chosen_integration
 
     def lookups(self, request, model_admin):
         chosen = self._chosen()

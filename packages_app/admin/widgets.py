@@ -4,13 +4,20 @@ from django.contrib.admin.widgets import AutocompleteSelectMultiple
 BIGINT_MAX = 2 ** 63 - 1
 
 
+def is_db_id(value):
+    """Whether `value` (a form or query-string value) can be a primary key: digits, within bigint.
+    Anything else would make the database refuse the query ("1e3", a forged post, 2**64)."""
+    text = str(value)
+    return text.isascii() and text.isdigit() and int(text) <= BIGINT_MAX
+
+
 class SafeAutocompleteSelectMultiple(AutocompleteSelectMultiple):
     """Re-shown with values that are not ids (a forged post, "1e3", a number past bigint), Django's
     widget would query them and crash the page; they are left out of the rendering instead (the
     form has already refused them)."""
 
     def optgroups(self, name, value, attr=None):
-        ids = [v for v in value if str(v).isdigit() and int(v) <= BIGINT_MAX]
+        ids = [v for v in value if is_db_id(v)]
         return super().optgroups(name, ids, attr)
 
 

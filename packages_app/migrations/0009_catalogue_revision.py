@@ -5,7 +5,7 @@ not stop it; a revision row made again from nothing empties the stored hashes.""
 import django.db.models.deletion
 from django.db import migrations, models
 
-# Kept here as they were when this migration was written (models.CATALOGUE_TABLES may grow).
+# The tables whose writes can change the body the catalogue gives an integration.
 TABLES = ("packages_app_assessmentpackage", "packages_app_integration_packages",
           "packages_app_integration_plans", "packages_app_plan_packages")
 BUMP = ("INSERT INTO packages_app_cataloguerevision (id, number) VALUES (1, 1) "

@@ -44,7 +44,7 @@ def publication_plan(*, integration):
 def publication_plans(*, integrations):
     """publication_plan for many integrations at once, from plain values: each package's entry
     and bytes are built once, however many of the integrations offer it."""
-    offered, rows = Integration.objects.filter(pk__in=[i.pk for i in integrations]).offered_packages()
+    offered, rows = Integration.objects.filter(pk__any_of=[i.pk for i in integrations]).offered_packages()
     entries = {pk: payloads.package_entry(row) for pk, row in rows.items()}
     parts = {pk: payloads.entry_bytes(entry) for pk, entry in entries.items()}
     plans = []
@@ -78,10 +78,9 @@ def publications_create(*, integrations, requested_by=None, expected_sha256=None
             if changed:
                 raise CatalogueChanged(changed)
         publications = _insert([
+            # Where it goes (target_*) is filled from the integration read under the lock
+            # (PlaceOfIntegrationField): a list counts for that place only.
             Publication(integration=plan.integration, requested_by=requested_by,
-                        # Where it goes, read under the lock: a list counts for this place only.
-                        target_kombo_integration_id=plan.integration.kombo_integration_id,
-                        target_region=plan.integration.region,
                         body=plan.body_bytes.decode("utf-8"), body_sha256=plan.sha256,
                         package_count=len(plan.body["packages"]))
             for plan in plans

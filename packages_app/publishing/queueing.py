@@ -19,6 +19,8 @@ EXECUTE_MANY_TASK = "packages_app.tasks.publish_publications"
 SWEEP_TASK = "packages_app.tasks.sweep_publications"
 ENQUEUE_TASK = "packages_app.tasks.enqueue_publications"
 
+# A message the broker did not take is tried once more, 0.2 s later; then the sweep sends it.
+SEND_RETRY_POLICY = {"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2}
 # Messages scheduled further ahead than this are not sent to the broker at all: the sweep
 # enqueues the publication when it is due. It keeps long waits out of worker memory and well
 # inside the broker's visibility timeout.
@@ -55,7 +57,7 @@ def publications_enqueue(*, publication_ids, countdown=None):
                 name, args = (EXECUTE_ONE_TASK, batch) if len(batch) == 1 else (EXECUTE_MANY_TASK, [batch])
                 current_app.send_task(
                     name, args=args, countdown=countdown, producer=producer, retry=True,
-                    retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2},
+                    retry_policy=SEND_RETRY_POLICY,
                 )
                 queued += batch
     except Exception as exc:  # any broker or transport failure
@@ -82,7 +84,7 @@ def publications_enqueue_new(*, publication_ids):
     _mark_enqueued(ids, eta)  # before the message goes (see publications_enqueue)
     try:
         current_app.send_task(ENQUEUE_TASK, args=[ids], retry=True,
-                              retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2})
+                              retry_policy=SEND_RETRY_POLICY)
     except Exception as exc:  # any broker or transport failure
         logger.warning("%s publication(s) are saved but could not be queued (%s: %s); the sweep will send "
                        "them.", len(ids), type(exc).__name__, exc)

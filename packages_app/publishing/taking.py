@@ -21,8 +21,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import CharField, Count, Exists, F, OuterRef, Subquery, Value
-from django.db.models.functions import Coalesce, Concat
+from django.db.models import Count, Exists, F, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ..models import Publication, PublicationAttempt
@@ -126,12 +126,11 @@ def _read(ids):
     rows = rows.annotate(
         has_newer=Exists(newer), spent=Coalesce(Subquery(spent), 0),
         integration_active=F("integration__is_active"),
-        integration_place=Concat(F("integration__kombo_integration_id"), Value(" "), F("integration__region"),
-                                 output_field=CharField()),
+        integration_kombo_id=F("integration__kombo_integration_id"), integration_region=F("integration__region"),
         integration_lease_token=F("integration__publish_lease_token"),
     ).values("pk", "integration_id", "status", "next_attempt_at", "started_at", "attempts", "body",
              "cancel_requested_at", "failure_reason", "lease_token", "has_newer", "spent",
-             "integration_active", "target_kombo_integration_id", "target_region", "integration_place",
+             "integration_active", "target_kombo_integration_id", "target_region", "integration_kombo_id", "integration_region",
              "integration_lease_token")
     return {row["pk"]: row for row in rows}
 
@@ -145,7 +144,8 @@ def _decide(row, now):
         return "cancel:"  # with the reason staff gave
     if not row["integration_active"]:
         return "cancel:" + transitions.PAUSED_REASON
-    if row["integration_place"] != f'{row["target_kombo_integration_id"]} {row["target_region"]}':
+    if (row["integration_kombo_id"], row["integration_region"]) != (row["target_kombo_integration_id"],
+                                                                   row["target_region"]):
         # Built for the place it had: it must neither reach the new one nor count there.
         return "cancel:" + transitions.MOVED_REASON
     due_by = now + timedelta(seconds=EARLY_ARRIVAL_SLACK_SECONDS)

@@ -19,7 +19,6 @@ environment variable, never from the command line, and never printed):
         --webhook-url http://127.0.0.1:8000/webhooks/kombo/ --webhook-secret-env KOMBO_WEBHOOK_SECRET
     curl -X POST http://127.0.0.1:8765/_sandbox/webhooks/integration-created -d '{"organization_name": "Acme"}'
 """
-import ipaddress
 import os
 import re
 import signal
@@ -28,16 +27,8 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from packages_app.kombo import is_loopback_host
 from packages_app.sandbox import KomboSandbox
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Command(BaseCommand):
@@ -62,7 +53,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, host, port, api_key, latency_ms, rate_limit, quiet, webhook_url=None,
                webhook_secret_env=None, **options):
-        if not _is_loopback(host):
+        if not is_loopback_host(host):
             raise CommandError(f"Refusing to listen on {host!r}: the sandbox only serves a loopback address "
                                "(127.0.0.1, ::1 or localhost).")
         if host == "localhost":

@@ -3,15 +3,18 @@ set-wise (a batch costs the statements of one publication), what a batch does wh
 time, meets a 429, a busy lease or a publication that changed since it was read.
 """
 import time
+from datetime import timedelta
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from packages_app import publishing
 from packages_app.models import Integration, Publication, PublicationAttempt
 from packages_app.publishing import execution, taking, transitions
+from packages_app.publishing.leases import leases_acquire
 from packages_app.sandbox import Fault
 
 pytestmark = pytest.mark.django_db
@@ -337,8 +340,11 @@ def test_recording_and_handing_back_touch_only_rows_this_run_still_holds(batch, 
     from packages_app.kombo import ErrorKind, KomboError, KomboSuccess
 
     took = taking.take(batch[:3], token="a" * 32, lease_seconds=60)
-    # Another run took the integrations over (our leases expired, say).
-    Integration.objects.filter(pk__in=[t.integration_id for t in took.taken]).update(publish_lease_token="b" * 32)
+    # Our leases expired (a pool that does not enforce the time limit, say) and another run took
+    # the integrations over, the only way it can: through leases_acquire.
+    integration_ids = [t.integration_id for t in took.taken]
+    Integration.objects.filter(pk__in=integration_ids).update(publish_lease_until=timezone.now() - timedelta(seconds=1))
+    assert leases_acquire(integration_ids, token="b" * 32, seconds=60) == set(integration_ids)
     first, second, third = took.taken
     success = KomboSuccess(http_status=200, warnings=[], body_text="{}", limit_headers={}, elapsed=0.1)
     with caplog.at_level("INFO", logger="packages_app.publishing"):

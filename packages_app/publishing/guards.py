@@ -1,5 +1,6 @@
 """The one way a publication row is written: a guarded UPDATE that names the statuses it expects
-and, for a run holding a lease, that run's token. A write that matches fewer rows than it named
+and, for a run holding a lease, that run's token on the row (a run taking over an expired lease
+clears the token of the rows the run before it left sending: leases.py). A write that matches fewer rows than it named
 changes nothing for the others and says why in the log, so a run that lost its claim (its lease
 ran out and another run took over, staff cancelled, a newer publication superseded it) can never
 undo what happened meanwhile. Every value is cut to its column first, on every database."""
@@ -14,10 +15,11 @@ logger = logging.getLogger(__name__)
 
 def guarded(ids, *, expect, token=None):
     """The rows among `ids` that are in a status of `expect` and, with `token`, still taken by that
-    run: the publication carries the token and its integration's lease is still that run's."""
+    run: the publication carries the token (which it loses when another run takes over its
+    integration's lease)."""
     rows = Publication.objects.filter(pk__in=list(ids), status__in=list(expect))
     if token is not None:
-        rows = rows.filter(lease_token=token, integration__publish_lease_token=token)
+        rows = rows.filter(lease_token=token)
     return rows
 
 

@@ -1,6 +1,12 @@
 """The integration lease: which run may talk to Kombo for an integration right now, and until
 when. It keeps one request per integration in flight across every worker. The database's clock
-decides expiry, so workers on skewed machines still agree."""
+decides expiry, so workers on skewed machines still agree.
+
+A run that takes over an expired lease also revokes what the run before it still held: the
+integration's rows left `sending` lose that run's token. So "the row carries this run's token"
+means "this run holds the row under its integration's current lease", and a guarded write
+(guards.py) checks one column instead of joining the integration.
+"""
 from datetime import timedelta
 
 from django.conf import settings
@@ -8,7 +14,7 @@ from django.db import connection
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from ..models import Integration
+from ..models import Integration, Publication
 
 
 def lease_seconds(task_time_limit=None):
@@ -34,11 +40,18 @@ def leases_acquire(integration_ids, *, token, seconds):
     free = Integration.objects.filter(pk__in=integration_ids).filter(expired_or_free()).order_by()
     if connection.features.has_select_for_update_skip_locked:
         free = free.select_for_update(skip_locked=True)
-    leased = set(free.values_list("pk", flat=True))
-    if leased:
-        Integration.objects.filter(pk__in=leased).update(
+    previous = dict(free.values_list("pk", "publish_lease_token"))
+    if previous:
+        Integration.objects.filter(pk__in=list(previous)).update(
             publish_lease_token=token, publish_lease_until=Now() + timedelta(seconds=seconds))
-    return leased
+    taken_over = [pk for pk, held_by in previous.items() if held_by]
+    if taken_over:
+        # An expired lease whose run never released it: that run is dead or past its time limit
+        # (a pool that does not enforce it). Its rows left sending stop being its own, so a late
+        # answer of it can write nothing; this run's take, or the sweep, brings them back.
+        Publication.objects.filter(integration_id__in=taken_over, status=Publication.Status.SENDING).exclude(
+            lease_token="").update(lease_token="")
+    return set(previous)
 
 
 def leases_release(integration_ids, *, token):

@@ -199,7 +199,9 @@ def _claim(ids, rows, *, token, now):
     if not ids:
         return []
     expect = {rows[pk]["status"] for pk in ids}
-    guards.write(guards.leased(ids, expect=expect, token=token), ids, action="taken",
+    # Read locked in this transaction, their integrations leased in it: the status they were read
+    # in is the whole guard.
+    guards.write(guards.guarded(ids, expect=expect), ids, action="taken",
                  status=Status.SENDING, attempts=F("attempts") + 1,
                  started_at=Coalesce(F("started_at"), Value(now)), next_attempt_at=None, lease_token=token)
     # The rows were read locked under this lease: the guard matched them all (SQLite: one writer).

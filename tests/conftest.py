@@ -18,7 +18,7 @@ def fresh_kombo_client():
 def no_broker(monkeypatch, settings):
     """Record what would be queued instead of queuing it (the worker tests queue for real)."""
     queued = []
-    def enqueue(*, publication_ids, countdown=None):
+    def enqueue(*, publication_ids, countdown=None, followed_by=0):
         queued.extend(publication_ids)
         return list(publication_ids)
 

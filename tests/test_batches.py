@@ -25,7 +25,7 @@ def queued(monkeypatch):
     """(ids, countdown) of every publications_enqueue call, instead of a broker."""
     calls = []
 
-    def enqueue(*, publication_ids, countdown=None):
+    def enqueue(*, publication_ids, countdown=None, followed_by=0):
         calls.append((list(publication_ids), countdown))
         return list(publication_ids)
 
@@ -269,6 +269,26 @@ def test_publications_are_queued_in_messages_that_shrink_towards_the_end(monkeyp
     # A short publish is spread over several processes rather than sent by one.
     assert publishing.message_sizes(12) == [2, 2, 1, 1, 1, 1, 1, 1, 1, 1]
     assert publishing.message_sizes(12, largest=1) == [1] * 12
+    # Messages with more queued right behind them do not shrink: the end of the whole list does.
+    assert publishing.message_sizes(30, followed_by=300) == [10, 10, 10]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_large_publish_queues_its_head_at_once_and_hands_the_rest_to_a_worker(monkeypatch, settings,
+                                                                                  make_integration):
+    """Workers start on the first KOMBO_ENQUEUE_FAN_OUT_ABOVE at once; the rest travel as one
+    message, sent after them, so that the queue keeps the publish's order."""
+    from kombo_admin.celery import app
+
+    sent = []
+    monkeypatch.setattr(app, "send_task", lambda name, *, args, **kwargs: sent.append((name, args[0])))
+    settings.KOMBO_PUBLISH_BATCH_SIZE, settings.KOMBO_ENQUEUE_FAN_OUT_ABOVE = 10, 30
+    integrations = [make_integration(kombo_integration_id=f"recruitee:Head{i}") for i in range(100)]
+    ids = [p.pk for p in publishing.publications_create(integrations=integrations)]
+    queueing = publishing.queueing
+    assert sent == [(queueing.EXECUTE_MANY_TASK, ids[0:10]), (queueing.EXECUTE_MANY_TASK, ids[10:20]),
+                    (queueing.EXECUTE_MANY_TASK, ids[20:30]), (queueing.ENQUEUE_TASK, ids[30:])]
+    assert not Publication.objects.filter(pk__in=ids, enqueued_at__isnull=True).exists()
 
 
 # --- the worker's database connection ------------------------------------------------------------

@@ -74,7 +74,7 @@ def test_all_out_of_sync_skips_those_in_sync(make_package, make_integration, no_
 def test_wait_reports_final_states_and_fails_on_failure(make_package, make_integration, sandbox, monkeypatch):
     # Execute synchronously instead of through a broker: the command waits on the database.
     monkeypatch.setattr(publishing.queueing, "publications_enqueue",
-                        lambda *, publication_ids, countdown=None: [
+                        lambda *, publication_ids, countdown=None, followed_by=0: [
                             pk for pk in publication_ids if publishing.publication_execute(publication_id=pk)])
     sandbox.extra_warnings = ["Names are cut at 50 characters."]
     make_integration([make_package()], kombo_integration_id="recruitee:Ok1")

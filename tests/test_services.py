@@ -18,7 +18,7 @@ def scheduled(monkeypatch):
     """(publication id, countdown) of every message the services queue, instead of a broker."""
     calls = []
 
-    def fake_enqueue(*, publication_ids, countdown=None):
+    def fake_enqueue(*, publication_ids, countdown=None, followed_by=0):
         calls.extend((publication_id, countdown) for publication_id in publication_ids)
         Publication.objects.filter(pk__in=publication_ids).update(
             enqueued_at=timezone.now() + timedelta(seconds=countdown or 0))

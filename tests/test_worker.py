@@ -91,8 +91,8 @@ def test_worker_retries_a_transient_error_by_itself(sandbox, worker, make_packag
 
 def test_a_large_publish_is_queued_by_a_worker_from_one_message(sandbox, worker, settings, make_package,
                                                                 make_integration):
-    """More publications than KOMBO_ENQUEUE_FAN_OUT_ABOVE travel as one message of ids; the worker
-    queues them (a message of several each) and sends every one."""
+    """Beyond the first KOMBO_ENQUEUE_FAN_OUT_ABOVE, publications travel as one message of ids; the
+    worker queues them (a message of several each) and sends every one."""
     settings.KOMBO_ENQUEUE_FAN_OUT_ABOVE = 3
     package = make_package()
     integrations = [make_integration([package], kombo_integration_id=f"recruitee:Fan{i}") for i in range(7)]

@@ -33,20 +33,21 @@ ENQUEUED_AT_CHUNK = 100
 TAPER = 8
 
 
-def publications_enqueue(*, publication_ids, countdown=None):
+def publications_enqueue(*, publication_ids, countdown=None, followed_by=0):
     """Hand publications to the broker, in order, over one connection; returns the ids queued.
 
     They travel up to KOMBO_PUBLISH_BATCH_SIZE to a message, fewer towards the end (see
-    message_sizes; a single one goes as its own task). If the broker is unreachable the rows stay
-    as they are and the periodic sweep sends them later: nothing is lost. After the first failure
-    the rest are left to the sweep too, rather than make staff wait for every one to fail in turn.
+    message_sizes; a single one goes as its own task; `followed_by` more are queued right after
+    these, so these do not shrink). If the broker is unreachable the rows stay as they are and the
+    periodic sweep sends them later: nothing is lost. After the first failure the rest are left to
+    the sweep too, rather than make staff wait for every one to fail in turn.
     """
     ids = list(publication_ids)
     eta = timezone.now() + timedelta(seconds=countdown or 0)
     queued, marked, start = [], 0, 0
     try:
         with current_app.producer_or_acquire() as producer:
-            for size in message_sizes(len(ids)):
+            for size in message_sizes(len(ids), followed_by=followed_by):
                 batch = ids[start:start + size]
                 start += size
                 if marked < start:
@@ -73,24 +74,27 @@ def publications_enqueue(*, publication_ids, countdown=None):
 
 
 def publications_enqueue_new(*, publication_ids):
-    """Queue the publications one publish just created. Up to KOMBO_ENQUEUE_FAN_OUT_ABOVE are
-    queued here (publications_enqueue); more travel as one message to a worker, which queues
-    them: staff's request does not wait for hundreds of broker round trips (0.7 s for 5,000).
-    Returns the ids now on their way; if the broker is unreachable, none (the sweep sends them)."""
+    """Queue the publications one publish just created. The first KOMBO_ENQUEUE_FAN_OUT_ABOVE are
+    queued here (publications_enqueue), so that workers start at once; the rest travel as one
+    message to a worker, which queues them behind these: staff's request does not wait for
+    hundreds of broker round trips (0.7 s for 5,000). Returns the ids now on their way; those the
+    broker did not take are left to the sweep."""
     ids = list(publication_ids)
-    if len(ids) <= settings.KOMBO_ENQUEUE_FAN_OUT_ABOVE:
-        return publications_enqueue(publication_ids=ids)
+    head, rest = ids[:settings.KOMBO_ENQUEUE_FAN_OUT_ABOVE], ids[settings.KOMBO_ENQUEUE_FAN_OUT_ABOVE:]
+    queued = publications_enqueue(publication_ids=head, followed_by=len(rest))
+    if not rest or len(queued) < len(head):
+        return queued  # the broker failed: the rest go with the sweep, like the head's remainder
     eta = timezone.now()
-    _mark_enqueued(ids, eta)  # before the message goes (see publications_enqueue)
+    _mark_enqueued(rest, eta)  # before the message goes (see publications_enqueue)
     try:
-        current_app.send_task(ENQUEUE_TASK, args=[ids], retry=True,
+        current_app.send_task(ENQUEUE_TASK, args=[rest], retry=True,
                               retry_policy=SEND_RETRY_POLICY)
     except Exception as exc:  # any broker or transport failure
         logger.warning("%s publication(s) are saved but could not be queued (%s: %s); the sweep will send "
-                       "them.", len(ids), type(exc).__name__, exc)
-        Publication.objects.filter(pk__in=ids, enqueued_at=eta).update(enqueued_at=None)
-        return []
-    return ids
+                       "them.", len(rest), type(exc).__name__, exc)
+        Publication.objects.filter(pk__in=rest, enqueued_at=eta).update(enqueued_at=None)
+        return queued
+    return queued + rest
 
 
 def publication_enqueue(*, publication_id, countdown=None):
@@ -98,12 +102,13 @@ def publication_enqueue(*, publication_id, countdown=None):
     return bool(publications_enqueue(publication_ids=[publication_id], countdown=countdown))
 
 
-def message_sizes(count, largest=None):
-    """How many publications each message carries, in order, for `count` queued together."""
+def message_sizes(count, largest=None, *, followed_by=0):
+    """How many publications each message carries, in order, for `count` queued together (and
+    `followed_by` more queued right after them)."""
     largest = largest or settings.KOMBO_PUBLISH_BATCH_SIZE
     sizes = []
     while count > 0:
-        size = max(1, min(largest, math.ceil(count / TAPER)))
+        size = max(1, min(largest, count, math.ceil((count + followed_by) / TAPER)))
         sizes.append(size)
         count -= size
     return sizes

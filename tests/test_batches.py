@@ -2,6 +2,9 @@
 set-wise (a batch costs the statements of one publication), what a batch does when it runs out of
 time, meets a 429, a busy lease or a publication that changed since it was read.
 """
+import os
+import signal
+import threading
 import time
 from datetime import timedelta
 
@@ -402,3 +405,110 @@ def test_a_batch_whose_budget_is_spent_reserves_no_slot_and_takes_nothing(sandbo
     assert [r.status for r in results] == ["queued"] * 5 and queued == [(batch, None)]
     assert client.get(pacing.SLOT_KEY) is None and sandbox.requests("PUT") == []
     assert statuses(batch) == ["queued"] * 5 and PublicationAttempt.objects.count() == 0
+
+
+# --- the sender thread: an answer is recorded while the next request is on its way ---------------
+
+def test_each_answer_is_recorded_while_the_next_request_is_on_its_way(sandbox, batch, monkeypatch):
+    client = publishing.kombo_client()
+    set_packages, record_success = client.set_packages, transitions.record_success
+    second_on_its_way, first_recorded, seen = threading.Event(), threading.Event(), {}
+
+    def put(**kwargs):
+        if kwargs["integration_id"] == "recruitee:Batch1":
+            second_on_its_way.set()
+            seen["second waited for the first record"] = first_recorded.wait(timeout=10)
+        return set_packages(**kwargs)
+
+    def record(taken, *args, **kwargs):
+        if taken.publication_id == batch[0]:
+            seen["second on its way while the first was recorded"] = second_on_its_way.wait(timeout=10)
+        status = record_success(taken, *args, **kwargs)
+        if taken.publication_id == batch[0]:
+            first_recorded.set()
+        return status
+
+    monkeypatch.setattr(client, "set_packages", put)
+    monkeypatch.setattr(transitions, "record_success", record)
+    results = publishing.publications_execute(publication_ids=batch)
+    assert [r.status for r in results] == ["succeeded"] * 5
+    assert seen == {"second on its way while the first was recorded": True, "second waited for the first record": True}
+    # Still one request at a time from this process.
+    puts = sorted((r.started_at, r.ended_at) for r in sandbox.requests("PUT"))
+    assert len(puts) == 5 and all(later[0] >= earlier[1] for earlier, later in zip(puts, puts[1:]))
+
+
+def test_the_time_limit_while_a_request_is_on_its_way_ends_the_batch_without_waiting(sandbox, batch, queued,
+                                                                                    monkeypatch):
+    """Celery's soft time limit is a signal, handled in the task's thread, which waits for the
+    sender's answer: the batch records the attempt as cut short and ends, the request left to its
+    own timeout; the next message gets a new sender."""
+    client = publishing.kombo_client()
+    set_packages, answer_of = client.set_packages, execution._answer_of
+    waits, waiting_for_the_second, hung, returned = [], threading.Event(), threading.Event(), []
+
+    def put(**kwargs):
+        if kwargs["integration_id"] == "recruitee:Batch1":
+            waiting_for_the_second.wait(timeout=10)
+            time.sleep(0.05)  # the task's thread is inside the wait by now
+            os.kill(os.getpid(), signal.SIGALRM)  # the soft time limit, delivered to that thread
+            hung.wait(timeout=30)
+            returned.append(True)
+        return set_packages(**kwargs)
+
+    def wait_for_answer(request):
+        waits.append(request)
+        if len(waits) == 2:
+            waiting_for_the_second.set()
+        return answer_of(request)
+
+    def soft_time_limit(signum, frame):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(client, "set_packages", put)
+    monkeypatch.setattr(execution, "_answer_of", wait_for_answer)
+    previous = signal.signal(signal.SIGALRM, soft_time_limit)
+    try:
+        results = publishing.publications_execute(publication_ids=batch)
+        assert returned == []  # ended while the request still hung
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+        hung.set()
+    assert [r.status for r in results] == ["succeeded", "retrying", "queued", "queued", "queued"]
+    assert Publication.objects.get(pk=batch[1]).attempt_log.get().message == "The attempt ran past the task's time limit."
+    assert leases_held() == 0
+    assert publishing.publication_execute(publication_id=batch[2]).status == "succeeded"
+
+
+def test_a_failure_while_recording_waits_for_the_request_on_its_way_before_freeing_the_leases(
+        sandbox, batch, queued, monkeypatch):
+    """One request per integration in flight: the run's leases are released only once no request
+    of it is on its way, whatever ended the batch."""
+    client = publishing.kombo_client()
+    set_packages, ended, seen_at_release = client.set_packages, [], []
+
+    def put(**kwargs):
+        answer = set_packages(**kwargs)
+        if kwargs["integration_id"] == "recruitee:Batch1":
+            time.sleep(0.2)  # still on its way while the first answer fails to be recorded
+            ended.append(True)
+        return answer
+
+    def record_fails(*args, **kwargs):
+        raise RuntimeError("the database went away")
+
+    release = execution.leases_release
+
+    def leases_release(*args, **kwargs):
+        seen_at_release.append(bool(ended))
+        return release(*args, **kwargs)
+
+    monkeypatch.setattr(client, "set_packages", put)
+    monkeypatch.setattr(transitions, "record_success", record_fails)
+    monkeypatch.setattr(execution, "leases_release", leases_release)
+    with pytest.raises(RuntimeError):
+        publishing.publications_execute(publication_ids=batch)
+    assert seen_at_release == [True] and leases_held() == 0
+    # The two answered but not recorded stay sending (queued again; their next run sends again).
+    assert statuses(batch) == ["sending", "sending", "queued", "queued", "queued"]
+    assert ([batch[0], batch[1]], execution.RETRY_AFTER_BATCH_FAILURE_SECONDS) in queued

@@ -3,16 +3,22 @@ it a slot, record what Kombo answered (transitions.py), hand back what was not s
 publication is a batch of one: there is one path, on every database.
 
 A batch message's publications go one after another in this process, so concurrency against
-Kombo stays one request per worker process. No attempt starts after the batch's time budget, after
+Kombo stays one request per worker process. The request goes from a sender thread, so that the
+previous answer is recorded while the next request is on its way; whether to send the next one is
+decided on the previous answer first (a 429 stops the batch before another request). No attempt
+starts after the batch's time budget, after
 Kombo answers 429, after the task's soft time limit, or when no pacing slot is near: what is left
 is handed back as it was and queued again. A pacing slot is reserved only for a request about to
 be sent.
 """
 import logging
+import os
 import random
+import threading
 import time
 import traceback
 import uuid
+from concurrent import futures
 from dataclasses import dataclass, field
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -107,6 +113,10 @@ def _run(ids, clock, results):
         queueing.publications_enqueue(publication_ids=busy, countdown=wait)
         results |= {pk: ExecuteResult(Status.QUEUED, retry_in=wait) for pk in busy}
     pending, requeue_in, paced = list(took.taken), None, False
+    answered = None      # (Taken, outcome, when): Kombo's last answer, not yet recorded
+    request = None       # the last request sent
+    cut_short = False    # the task's soft time limit came while a request was on its way
+    sender = _sender()
     try:
         while pending:
             one = pending[0]
@@ -121,31 +131,79 @@ def _run(ids, clock, results):
             if slot.wait > 0:
                 time.sleep(slot.wait)
             pending.pop(0)
-            outcome, stop = _send(one)
-            if isinstance(outcome, kombo.KomboSuccess):
-                # Recorded at once: staff see it, and a worker killed later in the batch does not
-                # make the sweep send it again.
-                status = transitions.record_success(one, outcome, timezone.now(), token=token)
-                results[one.publication_id] = ExecuteResult(status, sent=True)
-                continue
-            status, wait = transitions.record_error(one, outcome, token=token)
-            leases_release([one.integration_id], token=token)
-            results[one.publication_id] = ExecuteResult(status, retry_in=wait, sent=True)
-            if wait is not None and queueing.countdown_within_cap(wait) is not None:
-                queueing.publication_enqueue(publication_id=one.publication_id, countdown=wait)
-            if outcome.http_status == 429:
+            request = sender.submit(_send, one)
+            if answered:
+                # The previous answer is recorded while this request is on its way: the database
+                # work costs the batch no time. Only answers that let the batch go on get here.
+                _record(*answered, token=token, results=results)
+            outcome, stop, when = _answer_of(request)
+            answered, cut_short = (one, outcome, when), not request.done()
+            if isinstance(outcome, kombo.KomboError) and (outcome.http_status == 429 or stop):
+                break  # decided before any further request: Kombo asked everyone to slow down
+        if answered:
+            wait = _record(*answered, token=token, results=results)
+            if answered[1].http_status == 429:
                 # Kombo asked everyone to slow down: the rest wait as long as this one.
                 requeue_in = min(wait or 0, queueing.MAX_COUNTDOWN_SECONDS)
-                break
-            if stop:
-                break
+    except SoftTimeLimitExceeded:
+        cut_short = True
+        raise
     finally:
-        # Whatever happened above: what was not sent is handed back, and no lease of this run
-        # outlives it, even if handing back failed.
+        # Whatever happened above: no request of this run is left on its way (one per integration
+        # in flight; a request the time limit cut short is not waited for), what was not sent is
+        # handed back, and no lease of this run outlives it, even if handing back failed.
+        if cut_short:
+            _drop_sender()  # still busy with that request: the next message gets a new one
+        elif request is not None:
+            futures.wait([request])
         try:
             _hand_back(pending, token, requeue_in, paced, results)
         finally:
             leases_release({t.integration_id for t in took.taken}, token=token)
+
+
+def _sender():
+    """This thread's sender: one thread that makes this batch's requests, one at a time. Kept for
+    the next message (a pool process runs one message at a time; a thread pool, one per thread)."""
+    executor = getattr(_senders, "executor", None)
+    if executor is None:
+        executor = _senders.executor = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kombo-put")
+    return executor
+
+
+def _drop_sender():
+    executor = _senders.__dict__.pop("executor", None)
+    if executor is not None:
+        executor.shutdown(wait=False)
+
+
+_senders = threading.local()
+# A process forked from one that had a sender must not inherit its (threadless) executor.
+os.register_at_fork(after_in_child=lambda: _senders.__dict__.pop("executor", None))
+
+
+def _answer_of(request):
+    """(outcome, stop, when) of a request on its way. The task's soft time limit arrives in this
+    thread, while it waits: it ends the attempt as _send does when the limit cuts the request."""
+    try:
+        return request.result()
+    except SoftTimeLimitExceeded:
+        return _past_time_limit(), True, timezone.now()
+
+
+def _record(taken, outcome, when, *, token, results):
+    """Record Kombo's answer to one attempt (transitions); an error also frees the integration's
+    lease at once and queues the retry. Returns the seconds until the next attempt, or None."""
+    if isinstance(outcome, kombo.KomboSuccess):
+        status = transitions.record_success(taken, outcome, when, token=token)
+        results[taken.publication_id] = ExecuteResult(status, sent=True)
+        return None
+    status, wait = transitions.record_error(taken, outcome, token=token)
+    leases_release([taken.integration_id], token=token)
+    results[taken.publication_id] = ExecuteResult(status, retry_in=wait, sent=True)
+    if wait is not None and queueing.countdown_within_cap(wait) is not None:
+        queueing.publication_enqueue(publication_id=taken.publication_id, countdown=wait)
+    return wait
 
 
 def _hand_back(pending, token, requeue_in, paced, results):
@@ -161,25 +219,31 @@ def _hand_back(pending, token, requeue_in, paced, results):
                                                       retry_in=requeue_in or 0)
 
 
+def _past_time_limit():
+    # Kombo may or may not have the list: sending it again is the way to know.
+    return kombo.KomboError(kombo.ErrorKind.TRANSIENT, "The attempt ran past the task's time limit.")
+
+
 def _send(taken):
-    """PUT the body once: (Kombo's success or the KomboError to record, whether to stop the
-    batch). A bug is an error too, never a loop; the soft time limit ends the batch."""
+    """PUT the body once (in the batch's sender thread): (Kombo's success or the KomboError to
+    record, whether to stop the batch, when the answer came). A bug is an error too, never a
+    loop; the soft time limit ends the batch."""
     try:
-        return kombo_client().set_packages(
+        outcome, stop = kombo_client().set_packages(
             base_url=integration_base_url_for(taken.region),
             integration_id=taken.kombo_integration_id,
             body=taken.body.encode("utf-8"),
         ), False
     except kombo.KomboError as error:
         pacing.observe(http_status=error.http_status, retry_after=error.retry_after)
-        return error, False
+        outcome, stop = error, False
     except SoftTimeLimitExceeded:
-        # Kombo may or may not have the list: sending it again is the way to know.
-        return kombo.KomboError(kombo.ErrorKind.TRANSIENT, "The attempt ran past the task's time limit."), True
+        outcome, stop = _past_time_limit(), True
     except Exception as exc:
         logger.error("Publication %s attempt %s raised:\n%s", taken.publication_id, taken.number,
                      redact_key(traceback.format_exc()))
-        return kombo.KomboError(
+        outcome, stop = kombo.KomboError(
             kombo.ErrorKind.PERMANENT,
             f"Unexpected error while sending ({type(exc).__name__}); the worker log has the details.",
         ), False
+    return outcome, stop, timezone.now()

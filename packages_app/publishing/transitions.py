@@ -107,8 +107,9 @@ def _status_now(pk):
 
 
 def record_success(taken, success, finished_at, *, token):
-    """Store Kombo's successful answer for one attempt and close the attempt, as soon as it came:
-    succeeded, or cancelled (Kombo's answer kept) if staff asked meanwhile. Returns the status now."""
+    """Store Kombo's successful answer for one attempt and close the attempt (the batch does it
+    while its next request is on its way): succeeded, or cancelled (Kombo's answer kept) if staff
+    asked meanwhile. Returns the status now."""
     with transaction.atomic():
         status = _end_taken(taken, token=token, action="recorded as succeeded", values=dict(
             status=Status.SUCCEEDED, http_status=success.http_status, response_body=success.body_text,

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -151,25 +151,6 @@ def _failing_send(monkeypatch, on_call, error):
         return send(taken)
 
     monkeypatch.setattr(execution, "_send", send_then_fail)
-
-
-def test_the_task_time_limit_in_the_middle_records_what_was_sent_and_hands_back_the_rest(sandbox, batch, queued,
-                                                                                       monkeypatch):
-    client = publishing.kombo_client()
-    calls = []
-    set_packages = client.set_packages
-
-    def slow_second(**kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise SoftTimeLimitExceeded()
-        return set_packages(**kwargs)
-
-    monkeypatch.setattr(client, "set_packages", slow_second)
-    results = publishing.publications_execute(publication_ids=batch)
-    assert [r.status for r in results] == ["succeeded", "retrying", "queued", "queued", "queued"]
-    assert Publication.objects.get(pk=batch[1]).attempt_log.get().message == "The attempt ran past the task's time limit."
-    assert statuses(batch[2:]) == ["queued"] * 3 and leases_held() == 0
 
 
 def test_a_bug_outside_the_request_still_records_the_successes_before_it(sandbox, batch, queued, monkeypatch):
@@ -347,6 +328,32 @@ def test_take_counts_rows_another_transaction_holds_as_busy_and_never_waits(batc
     assert statuses(batch[:3]) == ["queued", "queued", "sending"]
 
 
+@pytest.mark.postgresql
+@pytest.mark.django_db(transaction=True)
+def test_taking_over_a_lease_never_waits_for_the_rows_it_revokes(batch):
+    """Taking over an expired lease clears the old run's token from the integration's rows left
+    sending; if another transaction holds one of them (another take reading it), the lease is left
+    for later (busy) rather than waited for: two takes revoking each other's rows would deadlock."""
+    import psycopg
+
+    took = taking.take(batch[:2], token="a" * 32, lease_seconds=60)  # the run that will lose its leases
+    integration_ids = [t.integration_id for t in took.taken]
+    Integration.objects.filter(pk__in=integration_ids).update(publish_lease_until=timezone.now() - timedelta(seconds=1))
+    db = connection.settings_dict
+    other = psycopg.connect(dbname=db["NAME"], user=db["USER"], host=db["HOST"], port=db["PORT"])
+    try:
+        with other.transaction():
+            other.execute("SELECT 1 FROM packages_app_publication WHERE id = %s FOR UPDATE", [batch[0]])
+            with transaction.atomic():
+                assert leases_acquire(integration_ids, token="b" * 32, seconds=60) == set()
+    finally:
+        other.close()
+    assert Integration.objects.filter(publish_lease_token="a" * 32).count() == 2  # still the old run's, expired
+    with transaction.atomic():
+        assert leases_acquire(integration_ids, token="b" * 32, seconds=60) == set(integration_ids)
+    assert set(Publication.objects.filter(pk__in=batch[:2]).values_list("status", "lease_token")) == {("sending", "")}
+
+
 # --- guards ---------------------------------------------------------------------------------------
 
 def test_a_429_with_a_long_retry_after_queues_the_rest_within_the_countdown_cap(sandbox, batch, queued):
@@ -438,46 +445,64 @@ def test_each_answer_is_recorded_while_the_next_request_is_on_its_way(sandbox, b
     assert len(puts) == 5 and all(later[0] >= earlier[1] for earlier, later in zip(puts, puts[1:]))
 
 
-def test_the_time_limit_while_a_request_is_on_its_way_ends_the_batch_without_waiting(sandbox, batch, queued,
-                                                                                    monkeypatch):
-    """Celery's soft time limit is a signal, handled in the task's thread, which waits for the
-    sender's answer: the batch records the attempt as cut short and ends, the request left to its
-    own timeout; the next message gets a new sender."""
+def test_the_task_time_limit_in_the_middle_records_what_was_sent_and_hands_back_the_rest(sandbox, batch, queued,
+                                                                                       monkeypatch):
+    """Celery's soft time limit is a signal, raised in the task's thread, which is waiting for the
+    sender's answer: the batch ends there, the attempt counts as cut short, the rest is handed
+    back; the leases are released only once that request has ended (one per integration)."""
     client = publishing.kombo_client()
     set_packages, answer_of = client.set_packages, execution._answer_of
-    waits, waiting_for_the_second, hung, returned = [], threading.Event(), threading.Event(), []
+    in_the_wait, request_ended, seen_at_release = threading.Event(), [], []
+
+    class AnnouncedWait:
+        """The second request, whose result() says when the task's thread is waiting in it."""
+
+        def __init__(self, request):
+            self.request = request
+
+        def result(self, timeout=None):
+            in_the_wait.set()
+            return self.request.result(timeout)
+
+        def done(self):
+            return self.request.done()
 
     def put(**kwargs):
         if kwargs["integration_id"] == "recruitee:Batch1":
-            waiting_for_the_second.wait(timeout=10)
-            time.sleep(0.05)  # the task's thread is inside the wait by now
-            os.kill(os.getpid(), signal.SIGALRM)  # the soft time limit, delivered to that thread
-            hung.wait(timeout=30)
-            returned.append(True)
+            assert in_the_wait.wait(timeout=10)
+            os.kill(os.getpid(), signal.SIGALRM)  # the soft time limit, delivered to the task's thread
+            time.sleep(0.5)  # the request goes on after the limit (longer than SIGNAL_CHECK_SECONDS)
+            request_ended.append(True)
         return set_packages(**kwargs)
+
+    waits = []
 
     def wait_for_answer(request):
         waits.append(request)
-        if len(waits) == 2:
-            waiting_for_the_second.set()
-        return answer_of(request)
+        return answer_of(AnnouncedWait(request) if len(waits) == 2 else request)
 
     def soft_time_limit(signum, frame):
         raise SoftTimeLimitExceeded()
 
+    release = execution.leases_release
+
+    def leases_release(*args, **kwargs):
+        seen_at_release.append(bool(request_ended))
+        return release(*args, **kwargs)
+
     monkeypatch.setattr(client, "set_packages", put)
     monkeypatch.setattr(execution, "_answer_of", wait_for_answer)
+    monkeypatch.setattr(execution, "leases_release", leases_release)
     previous = signal.signal(signal.SIGALRM, soft_time_limit)
     try:
         results = publishing.publications_execute(publication_ids=batch)
-        assert returned == []  # ended while the request still hung
     finally:
         signal.signal(signal.SIGALRM, previous)
-        hung.set()
     assert [r.status for r in results] == ["succeeded", "retrying", "queued", "queued", "queued"]
     assert Publication.objects.get(pk=batch[1]).attempt_log.get().message == "The attempt ran past the task's time limit."
-    assert leases_held() == 0
-    assert publishing.publication_execute(publication_id=batch[2]).status == "succeeded"
+    assert statuses(batch[2:]) == ["queued"] * 3 and leases_held() == 0
+    assert seen_at_release and all(seen_at_release)  # no lease freed while the cut-short request went on
+    assert publishing.publication_execute(publication_id=batch[2]).status == "succeeded"  # the sender is free
 
 
 def test_a_failure_while_recording_waits_for_the_request_on_its_way_before_freeing_the_leases(

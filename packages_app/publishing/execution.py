@@ -39,6 +39,9 @@ LEASE_BUSY_RETRY_SECONDS = 1.0
 # failure may well repeat).
 RETRY_AFTER_BATCH_FAILURE_SECONDS = 30
 PACED = "paced"
+# The task's thread waits for the sender's answer in steps this long: Python runs a signal's
+# handler (Celery's soft time limit) in that thread, at the latest when a step ends.
+SIGNAL_CHECK_SECONDS = 0.1
 
 
 @dataclass
@@ -113,9 +116,8 @@ def _run(ids, clock, results):
         queueing.publications_enqueue(publication_ids=busy, countdown=wait)
         results |= {pk: ExecuteResult(Status.QUEUED, retry_in=wait) for pk in busy}
     pending, requeue_in, paced = list(took.taken), None, False
-    answered = None      # (Taken, outcome, when): Kombo's last answer, not yet recorded
+    answered = None      # (Taken, outcome, when, its request): Kombo's last answer, not yet recorded
     request = None       # the last request sent
-    cut_short = False    # the task's soft time limit came while a request was on its way
     sender = _sender()
     try:
         while pending:
@@ -130,36 +132,32 @@ def _run(ids, clock, results):
                 break
             if slot.wait > 0:
                 time.sleep(slot.wait)
-            pending.pop(0)
             request = sender.submit(_send, one)
+            pending.pop(0)
             if answered:
                 # The previous answer is recorded while this request is on its way: the database
                 # work costs the batch no time. Only answers that let the batch go on get here.
                 _record(*answered, token=token, results=results)
             outcome, stop, when = _answer_of(request)
-            answered, cut_short = (one, outcome, when), not request.done()
-            if isinstance(outcome, kombo.KomboError) and (outcome.http_status == 429 or stop):
-                break  # decided before any further request: Kombo asked everyone to slow down
+            answered = (one, outcome, when, request)
+            if stop or (isinstance(outcome, kombo.KomboError) and outcome.http_status == 429):
+                break  # decided before any further request (out of time; Kombo said slow down)
         if answered:
             wait = _record(*answered, token=token, results=results)
             if answered[1].http_status == 429:
                 # Kombo asked everyone to slow down: the rest wait as long as this one.
                 requeue_in = min(wait or 0, queueing.MAX_COUNTDOWN_SECONDS)
-    except SoftTimeLimitExceeded:
-        cut_short = True
-        raise
     finally:
-        # Whatever happened above: no request of this run is left on its way (one per integration
-        # in flight; a request the time limit cut short is not waited for), what was not sent is
-        # handed back, and no lease of this run outlives it, even if handing back failed.
-        if cut_short:
-            _drop_sender()  # still busy with that request: the next message gets a new one
-        elif request is not None:
-            futures.wait([request])
+        # Whatever happened above: what was not sent is handed back, and no lease of this run
+        # outlives it, even if handing back failed; but none is released while a request of this
+        # run is on its way (one request per integration in flight).
         try:
             _hand_back(pending, token, requeue_in, paced, results)
         finally:
-            leases_release({t.integration_id for t in took.taken}, token=token)
+            try:
+                _wait_for(request)
+            finally:
+                leases_release({t.integration_id for t in took.taken}, token=token)
 
 
 def _sender():
@@ -171,35 +169,52 @@ def _sender():
     return executor
 
 
-def _drop_sender():
-    executor = _senders.__dict__.pop("executor", None)
-    if executor is not None:
-        executor.shutdown(wait=False)
-
-
 _senders = threading.local()
 # A process forked from one that had a sender must not inherit its (threadless) executor.
 os.register_at_fork(after_in_child=lambda: _senders.__dict__.pop("executor", None))
 
 
+def _wait_for(request):
+    """Until the request has ended. The task's time limit does not cut this short: if the request
+    never ends, the hard limit ends the process with the leases still held, and they expire."""
+    while request is not None:
+        try:
+            futures.wait([request])
+            return
+        except SoftTimeLimitExceeded:
+            continue
+
+
 def _answer_of(request):
     """(outcome, stop, when) of a request on its way. The task's soft time limit arrives in this
-    thread, while it waits: it ends the attempt as _send does when the limit cuts the request."""
+    thread, while it waits: the batch stops there, and the attempt counts as cut short unless its
+    answer had just come."""
     try:
-        return request.result()
+        while True:
+            try:
+                return request.result(timeout=SIGNAL_CHECK_SECONDS)
+            except futures.TimeoutError:
+                continue  # the kernel may hand the signal to another thread: look again shortly
     except SoftTimeLimitExceeded:
-        return _past_time_limit(), True, timezone.now()
+        if request.done():
+            outcome, _, when = request.result()
+            return outcome, True, when
+        # Kombo may or may not get the list: sending it again is the way to know.
+        return (kombo.KomboError(kombo.ErrorKind.TRANSIENT, "The attempt ran past the task's time limit."),
+                True, timezone.now())
 
 
-def _record(taken, outcome, when, *, token, results):
+def _record(taken, outcome, when, request, *, token, results):
     """Record Kombo's answer to one attempt (transitions); an error also frees the integration's
-    lease at once and queues the retry. Returns the seconds until the next attempt, or None."""
+    lease at once (unless its request is still on its way: cut short by the time limit) and queues
+    the retry. Returns the seconds until the next attempt, or None."""
     if isinstance(outcome, kombo.KomboSuccess):
         status = transitions.record_success(taken, outcome, when, token=token)
         results[taken.publication_id] = ExecuteResult(status, sent=True)
         return None
     status, wait = transitions.record_error(taken, outcome, token=token)
-    leases_release([taken.integration_id], token=token)
+    if request.done():
+        leases_release([taken.integration_id], token=token)
     results[taken.publication_id] = ExecuteResult(status, retry_in=wait, sent=True)
     if wait is not None and queueing.countdown_within_cap(wait) is not None:
         queueing.publication_enqueue(publication_id=taken.publication_id, countdown=wait)
@@ -219,15 +234,10 @@ def _hand_back(pending, token, requeue_in, paced, results):
                                                       retry_in=requeue_in or 0)
 
 
-def _past_time_limit():
-    # Kombo may or may not have the list: sending it again is the way to know.
-    return kombo.KomboError(kombo.ErrorKind.TRANSIENT, "The attempt ran past the task's time limit.")
-
-
 def _send(taken):
     """PUT the body once (in the batch's sender thread): (Kombo's success or the KomboError to
     record, whether to stop the batch, when the answer came). A bug is an error too, never a
-    loop; the soft time limit ends the batch."""
+    loop."""
     try:
         outcome, stop = kombo_client().set_packages(
             base_url=integration_base_url_for(taken.region),
@@ -237,8 +247,6 @@ def _send(taken):
     except kombo.KomboError as error:
         pacing.observe(http_status=error.http_status, retry_after=error.retry_after)
         outcome, stop = error, False
-    except SoftTimeLimitExceeded:
-        outcome, stop = _past_time_limit(), True
     except Exception as exc:
         logger.error("Publication %s attempt %s raised:\n%s", taken.publication_id, taken.number,
                      redact_key(traceback.format_exc()))

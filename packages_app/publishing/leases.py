@@ -10,7 +10,7 @@ means "this run holds the row under its integration's current lease", and a guar
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 from django.db.models import Q
 from django.db.models.functions import Now
 
@@ -41,17 +41,32 @@ def leases_acquire(integration_ids, *, token, seconds):
     if connection.features.has_select_for_update_skip_locked:
         free = free.select_for_update(skip_locked=True)
     previous = dict(free.values_list("pk", "publish_lease_token"))
+    taken_over = [pk for pk, held_by in previous.items() if held_by]
+    if taken_over and not _revoke(taken_over):
+        previous = {pk: held_by for pk, held_by in previous.items() if not held_by}
     if previous:
         Integration.objects.filter(pk__in=list(previous)).update(
             publish_lease_token=token, publish_lease_until=Now() + timedelta(seconds=seconds))
-    taken_over = [pk for pk, held_by in previous.items() if held_by]
-    if taken_over:
-        # An expired lease whose run never released it: that run is dead or past its time limit
-        # (a pool that does not enforce it). Its rows left sending stop being its own, so a late
-        # answer of it can write nothing; this run's take, or the sweep, brings them back.
-        Publication.objects.filter(integration_id__in=taken_over, status=Publication.Status.SENDING).exclude(
-            lease_token="").update(lease_token="")
     return set(previous)
+
+
+def _revoke(integration_ids):
+    """Take the rows a run left sending under these expired leases from that run: that run is dead
+    or past its time limit (a pool that does not enforce it), and a late answer of it must write
+    nothing; this run's take, or the sweep, brings the rows back. False if another transaction
+    holds one of them (another take reading it): never wait for it, which could deadlock with a
+    take doing the same the other way round; the leases are left for a later message."""
+    rows = Publication.objects.filter(integration_id__in=integration_ids, status=Publication.Status.SENDING).exclude(
+        lease_token="")
+    if connection.features.has_select_for_update_nowait:
+        try:
+            with transaction.atomic():  # a savepoint: a refused lock must not end the caller's transaction
+                rows = Publication.objects.filter(pk__in=list(rows.select_for_update(nowait=True).values_list(
+                    "pk", flat=True)))
+        except OperationalError:
+            return False
+    rows.update(lease_token="")
+    return True
 
 
 def leases_release(integration_ids, *, token):

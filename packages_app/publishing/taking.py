@@ -91,7 +91,8 @@ def take(publication_ids, *, token, lease_seconds):
                 # records it (or, if that run is dead, the sweep brings it back once the lease
                 # expires). Anything else waits for the lease.
                 row = rows[pk]
-                in_flight = row["status"] == Status.SENDING and row["lease_token"] == row["integration_lease_token"]
+                in_flight = (row["status"] == Status.SENDING and row["lease_token"] != ""
+                             and row["lease_token"] == row["integration_lease_token"])
                 result.untaken[pk] = Status.SENDING if in_flight else BUSY
 
         # Whoever left these sending is gone: this run holds their integration's lease.

@@ -2,9 +2,9 @@
 by every path on every database (the take, into `sending`, is in taking.py).
 
 Rows resting (queued, retrying, waiting) are guarded by their status alone; rows a run has taken
-by the status and that run's token on the row and on its integration's lease (guards.py). So a
-late answer after a lost lease, a duplicate message or a cancel racing a send can change nothing
-that happened meanwhile.
+by the status and that run's token on the row, which the row loses when another run takes over its
+integration's expired lease (guards.py, leases.py). So a late answer after a lost lease, a
+duplicate message or a cancel racing a send can change nothing that happened meanwhile.
 """
 import logging
 from datetime import timedelta

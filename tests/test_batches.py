@@ -354,6 +354,26 @@ def test_taking_over_a_lease_never_waits_for_the_rows_it_revokes(batch):
     assert set(Publication.objects.filter(pk__in=batch[:2]).values_list("status", "lease_token")) == {("sending", "")}
 
 
+@pytest.mark.postgresql
+@pytest.mark.django_db(transaction=True)
+def test_a_revoked_row_whose_integration_is_locked_is_busy_not_in_flight(batch):
+    """A row left sending whose token was revoked (leases.py) is nobody's request in flight: when
+    its integration cannot be leased right now it is looked at again shortly, like any busy row."""
+    import psycopg
+
+    Publication.objects.filter(pk=batch[0]).update(status="sending", attempts=1, lease_token="")
+    integration_id = Publication.objects.get(pk=batch[0]).integration_id
+    db = connection.settings_dict
+    other = psycopg.connect(dbname=db["NAME"], user=db["USER"], host=db["HOST"], port=db["PORT"])
+    try:
+        with other.transaction():
+            other.execute("SELECT 1 FROM packages_app_integration WHERE id = %s FOR UPDATE", [integration_id])
+            took = taking.take(batch[:1], token="t" * 32, lease_seconds=60)
+    finally:
+        other.close()
+    assert took.untaken == {batch[0]: taking.BUSY} and took.taken == []
+
+
 # --- guards ---------------------------------------------------------------------------------------
 
 def test_a_429_with_a_long_retry_after_queues_the_rest_within_the_countdown_cap(sandbox, batch, queued):

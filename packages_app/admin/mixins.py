@@ -11,6 +11,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from .. import history
+from .display import PUBLISH_PERMISSION
 
 # A deletion page names this many integrations per package, then counts the rest.
 NAMED_UP_TO = 50
@@ -170,3 +171,11 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class PublishPermissionMixin:
+    """Admin actions marked `permissions=["publish"]` (publishing, cancelling) need
+    packages_app.publish_integration."""
+
+    def has_publish_permission(self, request):
+        return request.user.has_perm(PUBLISH_PERMISSION)

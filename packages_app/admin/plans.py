@@ -8,13 +8,12 @@ from django.utils.http import urlencode
 from django.utils.translation import gettext, gettext_lazy as _, ngettext
 
 from ..models import Integration, Plan
-from .display import PUBLISH_PERMISSION
-from .mixins import ChangeHistoryWithValuesMixin
+from .mixins import ChangeHistoryWithValuesMixin, PublishPermissionMixin
 from .widgets import SafeAutocompleteMixin
 
 
 @admin.register(Plan)
-class PlanAdmin(SafeAutocompleteMixin, ChangeHistoryWithValuesMixin, admin.ModelAdmin):
+class PlanAdmin(SafeAutocompleteMixin, PublishPermissionMixin, ChangeHistoryWithValuesMixin, admin.ModelAdmin):
     list_display = ("name", "is_default", "package_count", "integration_count", "updated_at")
     list_filter = ("is_default",)
     search_fields = ("name", "description", "packages__package_id", "packages__name")
@@ -56,9 +55,6 @@ class PlanAdmin(SafeAutocompleteMixin, ChangeHistoryWithValuesMixin, admin.Model
                                                           count) % {"count": count})
 
     # Publishing ---------------------------------------------------------------------------
-    def has_publish_permission(self, request):
-        return request.user.has_perm(PUBLISH_PERMISSION)
-
     @admin.action(description=_("Publish the integrations of these plans…"), permissions=["publish"])
     def publish_integrations(self, request, queryset):
         """The integrations of the selected plans, on the same confirmation page as every publish."""

@@ -28,7 +28,7 @@ from .display import (
     publication_title,
     when,
 )
-from .mixins import ReadOnlyAdminMixin
+from .mixins import PublishPermissionMixin, ReadOnlyAdminMixin
 from .pagination import CappedCountPaginator
 from .widgets import is_db_id
 
@@ -82,7 +82,7 @@ class WarningsFilter(admin.SimpleListFilter):
 
 
 @admin.register(Publication)
-class PublicationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class PublicationAdmin(ReadOnlyAdminMixin, PublishPermissionMixin, admin.ModelAdmin):
     # Fits 1,280 px beside the filters: short status badges (the whole text as their tooltip), the
     # integration by name (its Kombo id as the tooltip), who asked under when, long error codes
     # wrapped. The attempts are on each publication's page (and in a retrying one's badge).
@@ -189,9 +189,6 @@ class PublicationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     # Cancelling ----------------------------------------------------------------------------
     # Publishing's rule, not a role of its own: who may send a list may stop one.
-    def has_publish_permission(self, request):
-        return request.user.has_perm(PUBLISH_PERMISSION)
-
     @staticmethod
     def _cancellable(publication):
         """Active, and not already asked to stop (a cancel of one in flight is asked only once)."""

@@ -23,7 +23,7 @@ from django.utils.translation import gettext_lazy, ngettext
 from .. import publishing, selectors
 from ..models import Integration
 from ..publish_review import publish_review
-from .display import PUBLISH_PERMISSION
+from .mixins import PublishPermissionMixin
 from .publish_previews import (
     StoredPreview,
     preview_discard,
@@ -73,13 +73,10 @@ def paused_text(integrations):
     return _("%(names)s are paused: activate them before publishing.") % {"names": names_text(integrations)}
 
 
-class PublishFlowMixin:
+class PublishFlowMixin(PublishPermissionMixin):
     """For IntegrationAdmin: "Publish selected integrations to Kombo…", the confirmation page at
     admin:packages_app_integration_publish and its confirm. Publishing needs
     packages_app.publish_integration; every change goes through `publishing`."""
-
-    def has_publish_permission(self, request):
-        return request.user.has_perm(PUBLISH_PERMISSION)
 
     @admin.action(description=gettext_lazy("Publish selected integrations to Kombo…"), permissions=["publish"])
     def publish_selected(self, request, queryset):

@@ -102,7 +102,7 @@ def integrations_preview(integrations_qs):
 
 def _held_body(integration):
     """The body Kombo holds, read alone (its publication was pruned between two reads)."""
-    held = integration.publications.accepted().order_by("-pk").first()
+    held = latest_accepted_publication(integration=integration)
     return held.body_dict() if held else None
 
 
@@ -426,7 +426,7 @@ def integration_drift(*, integration):
         base_url=integration_base_url(integration),
         integration_id=integration.kombo_integration_id,
     )
-    last = integration.publications.accepted().order_by("-pk").first()
+    last = latest_accepted_publication(integration=integration)
     published = {p["id"]: p for p in (last.body_dict()["packages"] if last else [])}
     catalogue = {p["id"]: p for p in integration.current_body()["packages"]}
     at_kombo = {str(p.get("id")): p for p in kombo_packages}

@@ -65,6 +65,9 @@ class _Budget:
     def remaining(self):
         return self.deadline - time.monotonic()
 
+    def spent_message(self):
+        return _("Kombo did not answer within the %(seconds)g s this page waits for it.") % {"seconds": self.seconds}
+
 
 def readback_limit():
     return settings.KOMBO_READBACK_MAX_INTEGRATIONS
@@ -90,7 +93,7 @@ def kombo_readbacks(jobs):
     finally:
         # Requests still running end by their own timeouts; their answers are not waited for.
         pool.shutdown(wait=False, cancel_futures=True)
-    late = _("Kombo did not answer within the %(seconds)g s this page waits for it.") % {"seconds": seconds}
+    late = budget.spent_message()
     with budget.lock:  # a snapshot: a late thread must not change what the page shows
         snapshot = {}
         for key, result in results.items():
@@ -169,8 +172,7 @@ def _paced(budget, result, call):
     """One request in its place in the shared schedule, with a timeout that fits the budget."""
     remaining = budget.remaining()
     if remaining <= 0.05:
-        raise _NotRead(_("Kombo did not answer within the %(seconds)g s this page waits for it.")
-                       % {"seconds": budget.seconds})
+        raise _NotRead(budget.spent_message())
     slot = pacing.reserve_slot(max_wait=remaining)
     if not slot.granted:
         raise _NotRead(_("The requests to Kombo are taken by publishes right now (the next free "
@@ -179,8 +181,7 @@ def _paced(budget, result, call):
         time.sleep(slot.wait)
     remaining = budget.remaining()
     if remaining <= 0.05:
-        raise _NotRead(_("Kombo did not answer within the %(seconds)g s this page waits for it.")
-                       % {"seconds": budget.seconds})
+        raise _NotRead(budget.spent_message())
     read = min(settings.KOMBO_READBACK_TIMEOUT_SECONDS, remaining)
     timeout = (min(CONNECT_TIMEOUT_MAX, read), read)
     with budget.lock:
@@ -193,6 +194,5 @@ def _paced(budget, result, call):
         if error.http_status is None and read < settings.KOMBO_READBACK_TIMEOUT_SECONDS \
                 and budget.remaining() <= 0.05:
             # The timeout was the rest of the budget: say that, not a timeout of odd seconds.
-            raise _NotRead(_("Kombo did not answer within the %(seconds)g s this page waits for it.")
-                           % {"seconds": budget.seconds}) from None
+            raise _NotRead(budget.spent_message()) from None
         raise

@@ -238,3 +238,24 @@ def test_csv_import_reads_semicolons_and_previews_before_writing(client, superus
     assert again.context["changed"][0][0] == "sql-basic"
     done = client.post(url, {"confirm": again.context["token"]})
     assert done.status_code == 302 and AssessmentPackage.objects.get().name == "SQL, basics"
+
+
+def test_the_cannot_delete_page_costs_the_same_queries_for_two_or_twelve_integrations(
+        client, superuser, make_package, make_integration):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    package = make_package()
+    integrations = [make_integration([package], name=f"Customer {i:02d}") for i in range(12)]
+    for integration in integrations:
+        publication(integration, status="succeeded")
+    client.force_login(superuser)
+    changelist = reverse("admin:packages_app_integration_changelist")
+    counts = []
+    for selected in (integrations[:2], integrations):
+        with CaptureQueriesContext(connection) as ctx:
+            page = client.post(changelist, {"action": "delete_selected", "index": 0,
+                                            "_selected_action": [i.pk for i in selected]})
+        assert page.status_code == 200 and "Cannot delete these integrations" in page.content.decode()
+        counts.append(len(ctx.captured_queries))
+    assert counts[0] == counts[1], counts

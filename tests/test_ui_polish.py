@@ -259,3 +259,31 @@ def test_the_cannot_delete_page_costs_the_same_queries_for_two_or_twelve_integra
         assert page.status_code == 200 and "Cannot delete these integrations" in page.content.decode()
         counts.append(len(ctx.captured_queries))
     assert counts[0] == counts[1], counts
+
+
+def test_deleting_packages_reads_their_customers_in_the_same_queries_for_one_or_five(
+        client, superuser, make_package, make_integration):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from packages_app.models import AssessmentPackage
+
+    packages = [make_package(f"bulk-{i}") for i in range(6)]
+    for i in range(4):
+        make_integration(packages, name=f"Customer {i}")
+    client.force_login(superuser)
+    changelist = reverse("admin:packages_app_assessmentpackage_changelist")
+    counts = []
+    for selected in (packages[:1], packages[1:]):
+        data = {"action": "delete_selected", "index": 0, "_selected_action": [p.pk for p in selected]}
+        with CaptureQueriesContext(connection) as ctx:
+            confirmation = client.post(changelist, data)
+        assert confirmation.status_code == 200 and "Customer 3" in confirmation.content.decode()
+        with CaptureQueriesContext(connection) as deleted:
+            client.post(changelist, {**data, "post": "yes"})
+        counts.append((len(ctx.captured_queries), len(deleted.captured_queries)))
+    assert not AssessmentPackage.objects.filter(pk__in=[p.pk for p in packages[:6]]).exists()
+    (confirm_one, delete_one), (confirm_five, delete_five) = counts
+    assert confirm_one == confirm_five, counts
+    # Deleting writes each package's History entries in one statement; the holders are read once.
+    assert delete_five - delete_one <= 4, counts

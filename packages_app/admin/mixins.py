@@ -4,7 +4,7 @@ read-only ledgers."""
 from django.contrib import messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
-from django.db.models import Count
+from django.db.models import Count, Prefetch, prefetch_related_objects
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
@@ -12,7 +12,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from .. import history
-from ..models import Publication
+from ..models import Integration, Plan, Publication
 from .display import PUBLISH_PERMISSION
 
 # A deletion page names this many integrations per package, then counts the rest.
@@ -46,6 +46,17 @@ def _label(obj):
 # --- deleting packages: the customers who lose them --------------------------------------------
 
 
+def _with_holders(packages):
+    """The packages, each with the integrations and plans that offer it (by name), in two queries
+    however many packages are deleted."""
+    packages = list(packages)
+    prefetch_related_objects(
+        packages,
+        Prefetch("integrations", queryset=Integration.objects.order_by("name").only("pk", "name", "kombo_integration_id")),
+        Prefetch("plans", queryset=Plan.objects.order_by("name").only("pk", "name")))
+    return packages
+
+
 class PackageDeletionMixin:
     """Deleting packages: the confirmation names the integrations (customers) and plans that
     offer them, not "Integration_packages object (4)", and each of those integrations' and
@@ -53,15 +64,14 @@ class PackageDeletionMixin:
 
     def get_deleted_objects(self, objs, request):
         deletable, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
-        packages = list(objs)
+        packages = _with_holders(objs)
         links = {}  # the packages' own links, as Django made them (first item of each entry)
         for entry in deletable:
             if not isinstance(entry, list):
                 links.setdefault(len(links), entry)
         to_delete, integration_total, plan_total = [], 0, 0
         for index, package in enumerate(packages):
-            integrations = list(package.integrations.order_by("name").only("pk", "name"))
-            plans = list(package.plans.order_by("name").only("pk", "name"))
+            integrations, plans = list(package.integrations.all()), list(package.plans.all())
             integration_total += len(integrations)
             plan_total += len(plans)
             items = [format_html(
@@ -85,7 +95,7 @@ class PackageDeletionMixin:
         return to_delete, model_count, perms_needed, protected
 
     def _record_removals(self, request, packages):
-        for package in packages:
+        for package in _with_holders(packages):
             integrations = list(package.integrations.all())
             plans = list(package.plans.all())
             message = _("Package %(package)s removed: it was deleted from the catalogue.") % {

@@ -317,12 +317,14 @@ def _import_plans(plans, result, *, user, via):
     existing = {p.name: p for p in Plan.objects.filter(name__in=[p[1] for p in plans]).prefetch_related("packages")}
     pks = dict(AssessmentPackage.objects.filter(package_id__in={i for p in plans for i in p[4]})
                .values_list("package_id", "pk"))
+    undefaulted = set()
     if any(p[3] for p in plans):
         new_default = next(p[1] for p in plans if p[3])
         for plan in Plan.objects.filter(is_default=True).exclude(name=new_default):
             plan.is_default = False
             plan.save(update_fields=["is_default", "updated_at"])
             history.record_change(user=user, obj=plan, changes={"is_default": (True, False)}, via=via)
+            undefaulted.add(plan.name)
     for _, name, description, is_default, ids in plans:
         current = existing.get(name)
         if current is None:
@@ -332,7 +334,8 @@ def _import_plans(plans, result, *, user, via):
             history.record_addition(user=user, obj=plan, via=via)
             continue
         before = {p.package_id for p in current.packages.all()}
-        current.refresh_from_db(fields=["is_default"])  # may have been un-defaulted just above
+        if name in undefaulted:
+            current.is_default = False  # as saved just above
         changes = {f: (getattr(current, f), new) for f, new in
                    (("description", description), ("is_default", is_default)) if getattr(current, f) != new}
         added, removed = sorted(set(ids) - before), sorted(before - set(ids))

@@ -153,12 +153,15 @@ class AssessmentPackage(models.Model):
         super().validate_unique(exclude={*(exclude or ()), "package_id"})
 
     def validate_constraints(self, exclude=None):
-        if "package_id" not in (exclude or ()):
+        exclude = set(exclude or ())
+        if "package_id" not in exclude:
+            # package_id_unique_ignoring_case, checked here with a message that names the package
+            # already holding the id; Django's own check of it would only repeat the query.
             clash = self.package_id_clash()
             if clash is not None:
                 raise ValidationError({"package_id": ValidationError(
                     package_id_taken_message(clash), code="unique")})
-        super().validate_constraints(exclude=exclude)
+        super().validate_constraints(exclude=exclude | {"package_id"})
 
 
 class Plan(models.Model):

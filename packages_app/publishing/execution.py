@@ -3,13 +3,12 @@ it a slot, record what Kombo answered (transitions.py), hand back what was not s
 publication is a batch of one: there is one path, on every database.
 
 A batch message's publications go one after another in this process, so concurrency against
-Kombo stays one request per worker process. The request goes from a sender thread, so that the
+Kombo stays one request per worker process. The requests go from a sender thread, so that the
 previous answer is recorded while the next request is on its way; whether to send the next one is
-decided on the previous answer first (a 429 stops the batch before another request). No attempt
-starts after the batch's time budget, after
-Kombo answers 429, after the task's soft time limit, or when no pacing slot is near: what is left
-is handed back as it was and queued again. A pacing slot is reserved only for a request about to
-be sent.
+decided on the previous answer first. No attempt starts after the batch's time budget, after Kombo
+answers 429, after the task's soft time limit, or when no pacing slot is near: what is left is
+handed back as it was and queued again. A pacing slot is reserved only for a request about to be
+sent. No lease is released while a request of the batch is on its way.
 """
 import logging
 import os

@@ -273,7 +273,7 @@ class IntegrationQuerySet(models.QuerySet):
         the status); `packages=False` leaves out the packages' prefetch, for callers that read
         them as plain values (publication_plans) or not at all."""
         latest = Publication.objects.filter(integration=OuterRef("pk")).order_by("-pk")
-        succeeded = latest.at_place_of_outer().accepted_here()
+        succeeded = Publication.objects.accepted_of_outer()
         # The status of the integration's latest publication if it went to its current place
         # (NULL otherwise): one walk down the (integration, -id) index. Narrowing the rows to the
         # place first would make PostgreSQL read and sort all of each integration's history
@@ -488,6 +488,12 @@ class PublicationQuerySet(models.QuerySet):
     def accepted_here(self):
         """Lists Kombo took, of publications already narrowed to one place (at_place)."""
         return self.filter(ACCEPTED)
+
+    def accepted_of_outer(self):
+        """In a subquery over Integration: the outer integration's accepted publications at its
+        current Kombo id and region, newest first. The first is the baseline of every diff and of
+        the sync status (one probe of publication_accepted_idx)."""
+        return self.filter(integration=OuterRef("pk")).at_place_of_outer().accepted_here().order_by("-pk")
 
     def accepted(self):
         """Lists Kombo took at the Kombo id and region their integration has now: the newest is the

@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import Q, Subquery
 
 from . import diff, payloads
 from .models import (SYNC_STAGE_PUBLISHED, AssessmentPackage, CatalogueRevision, Integration, IntegrationCatalogueHash, Plan,
@@ -59,8 +59,7 @@ def integrations_preview(integrations_qs):
     distinct (held, next) pair of bodies is diffed once, however many integrations share it; an
     integration in sync needs no body read at all. Thousands of integrations take about a second.
     """
-    accepted = (Publication.objects.filter(integration=OuterRef("pk")).at_place_of_outer().accepted_here()
-                .order_by("-pk"))
+    accepted = Publication.objects.accepted_of_outer()
     integrations = list(
         integrations_qs.with_sync_state(packages=False)  # the plans read the packages as values
         .annotate(last_succeeded_pk=Subquery(accepted.values("pk")[:1]))
@@ -331,8 +330,7 @@ def integrations_holding_package(*, package, package_id=None):
         held = {r.pk for r in rows if r.sync_status in (SyncStatus.IN_SYNC, SyncStatus.AWAITING_IMPORT)}
     to_read = [r.pk for r in rows if r.last_succeeded_sha256 is not None and r.pk not in held]
     if to_read:
-        baseline = (Publication.objects.filter(integration=OuterRef("pk")).at_place_of_outer().accepted_here()
-                    .order_by("-pk").values("pk")[:1])
+        baseline = Publication.objects.accepted_of_outer().values("pk")[:1]
         # The body is canonical JSON (payloads): the id appears as "id":"<id>" in it, and a quote
         # inside any value is escaped, so nothing else matches.
         needle = '"id":' + json.dumps(package_id, ensure_ascii=False)

@@ -57,7 +57,7 @@ def _not_latest(cutoff):
 def _latest_accepted(integration_ids):
     """The pk of the latest accepted publication of each of these integrations that has one: the
     same query as the sync status's baseline (IntegrationQuerySet.with_sync_state)."""
-    latest = Publication.objects.filter(integration=OuterRef("pk")).accepted().order_by("-pk")
+    latest = Publication.objects.accepted_of_outer()
     pks = (Integration.objects.filter(pk__in=integration_ids).order_by()
            .annotate(latest_accepted=Subquery(latest.values("pk")[:1]))
            .values_list("latest_accepted", flat=True))

@@ -197,8 +197,8 @@ KOMBO_PACING_MAX_WAIT_SECONDS = env.float("KOMBO_PACING_MAX_WAIT_SECONDS", defau
 # on the queue; smaller ones spread a short publish over more processes. 1 gives one message per
 # publication.
 KOMBO_PUBLISH_BATCH_SIZE = env.int("KOMBO_PUBLISH_BATCH_SIZE", default=10)
-# A publish of more publications than this hands them to a worker in one message, which queues
-# them (publishing.queueing.publications_enqueue_new).
+# A publish of more publications than this queues this many itself (workers start at once) and
+# hands the rest to a worker in one message, which queues them (publishing.queueing.publications_enqueue_new).
 KOMBO_ENQUEUE_FAN_OUT_ABOVE = env.int("KOMBO_ENQUEUE_FAN_OUT_ABOVE", default=200)
 if KOMBO_PUBLISH_BATCH_SIZE < 1:
     raise ImproperlyConfigured("KOMBO_PUBLISH_BATCH_SIZE must be 1 or more.")

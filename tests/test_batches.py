@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -54,6 +55,21 @@ def statuses(pks):
 
 def leases_held():
     return Integration.objects.exclude(publish_lease_token="").count()
+
+
+@contextmanager
+def another_transaction():
+    """A second connection to the test database, inside a transaction: another worker, say, holding
+    row locks while the code under test runs."""
+    import psycopg
+
+    db = connection.settings_dict
+    other = psycopg.connect(dbname=db["NAME"], user=db["USER"], host=db["HOST"], port=db["PORT"])
+    try:
+        with other.transaction():
+            yield other
+    finally:
+        other.close()
 
 
 def _statements(ids):
@@ -309,20 +325,13 @@ def test_a_task_keeps_a_fresh_database_connection_and_replaces_an_old_one(monkey
 def test_take_counts_rows_another_transaction_holds_as_busy_and_never_waits(batch):
     """SKIP LOCKED: a take never waits for a lock, so it cannot deadlock with the enqueuer, a
     cancel or another worker; what it could not lock is busy (looked at again shortly)."""
-    import psycopg
-
-    db = connection.settings_dict
-    other = psycopg.connect(dbname=db["NAME"], user=db["USER"], host=db["HOST"], port=db["PORT"])
-    try:
-        with other.transaction():
-            integration_id = Publication.objects.get(pk=batch[0]).integration_id
-            other.execute("SELECT 1 FROM packages_app_integration WHERE id = %s FOR UPDATE", [integration_id])
-            other.execute("SELECT 1 FROM packages_app_publication WHERE id = %s FOR UPDATE", [batch[1]])
-            started = time.monotonic()
-            took = taking.take(batch[:3], token="t" * 32, lease_seconds=60)
-            assert time.monotonic() - started < 1
-    finally:
-        other.close()
+    with another_transaction() as other:
+        integration_id = Publication.objects.get(pk=batch[0]).integration_id
+        other.execute("SELECT 1 FROM packages_app_integration WHERE id = %s FOR UPDATE", [integration_id])
+        other.execute("SELECT 1 FROM packages_app_publication WHERE id = %s FOR UPDATE", [batch[1]])
+        started = time.monotonic()
+        took = taking.take(batch[:3], token="t" * 32, lease_seconds=60)
+        assert time.monotonic() - started < 1
     assert took.untaken == {batch[0]: taking.BUSY, batch[1]: taking.BUSY}  # its integration / its row held
     assert [t.publication_id for t in took.taken] == [batch[2]]
     assert statuses(batch[:3]) == ["queued", "queued", "sending"]
@@ -334,20 +343,13 @@ def test_taking_over_a_lease_never_waits_for_the_rows_it_revokes(batch):
     """Taking over an expired lease clears the old run's token from the integration's rows left
     sending; if another transaction holds one of them (another take reading it), the lease is left
     for later (busy) rather than waited for: two takes revoking each other's rows would deadlock."""
-    import psycopg
-
     took = taking.take(batch[:2], token="a" * 32, lease_seconds=60)  # the run that will lose its leases
     integration_ids = [t.integration_id for t in took.taken]
     Integration.objects.filter(pk__in=integration_ids).update(publish_lease_until=timezone.now() - timedelta(seconds=1))
-    db = connection.settings_dict
-    other = psycopg.connect(dbname=db["NAME"], user=db["USER"], host=db["HOST"], port=db["PORT"])
-    try:
-        with other.transaction():
-            other.execute("SELECT 1 FROM packages_app_publication WHERE id = %s FOR UPDATE", [batch[0]])
-            with transaction.atomic():
-                assert leases_acquire(integration_ids, token="b" * 32, seconds=60) == set()
-    finally:
-        other.close()
+    with another_transaction() as other:
+        other.execute("SELECT 1 FROM packages_app_publication WHERE id = %s FOR UPDATE", [batch[0]])
+        with transaction.atomic():
+            assert leases_acquire(integration_ids, token="b" * 32, seconds=60) == set()
     assert Integration.objects.filter(publish_lease_token="a" * 32).count() == 2  # still the old run's, expired
     with transaction.atomic():
         assert leases_acquire(integration_ids, token="b" * 32, seconds=60) == set(integration_ids)
@@ -359,18 +361,11 @@ def test_taking_over_a_lease_never_waits_for_the_rows_it_revokes(batch):
 def test_a_revoked_row_whose_integration_is_locked_is_busy_not_in_flight(batch):
     """A row left sending whose token was revoked (leases.py) is nobody's request in flight: when
     its integration cannot be leased right now it is looked at again shortly, like any busy row."""
-    import psycopg
-
     Publication.objects.filter(pk=batch[0]).update(status="sending", attempts=1, lease_token="")
     integration_id = Publication.objects.get(pk=batch[0]).integration_id
-    db = connection.settings_dict
-    other = psycopg.connect(dbname=db["NAME"], user=db["USER"], host=db["HOST"], port=db["PORT"])
-    try:
-        with other.transaction():
-            other.execute("SELECT 1 FROM packages_app_integration WHERE id = %s FOR UPDATE", [integration_id])
-            took = taking.take(batch[:1], token="t" * 32, lease_seconds=60)
-    finally:
-        other.close()
+    with another_transaction() as other:
+        other.execute("SELECT 1 FROM packages_app_integration WHERE id = %s FOR UPDATE", [integration_id])
+        took = taking.take(batch[:1], token="t" * 32, lease_seconds=60)
     assert took.untaken == {batch[0]: taking.BUSY} and took.taken == []
 
 
